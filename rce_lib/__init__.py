@@ -1,0 +1,1 @@
+"""rce: rollout engine for SDDC fleets."""
