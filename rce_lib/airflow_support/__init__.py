@@ -1,0 +1,1 @@
+"""Glue between Airflow (connections, context) and the plain modules."""

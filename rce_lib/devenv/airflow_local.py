@@ -1,0 +1,112 @@
+"""A local Airflow for the demo, the benchmark and the tests: one AIRFLOW_HOME,
+the repo's dags/ and plugins/, connections from environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rce_lib.devenv.processes import Group, kill_listeners, start_group
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+API_PORT = 8080
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def sddc_api_conn(url: str, token: str) -> str:
+    """AIRFLOW_CONN_SDDC_API in Airflow's JSON form; the token goes in the (masked) password."""
+    scheme, rest = url.split("://", 1)
+    hostport = rest.rstrip("/")
+    host, _, port = hostport.partition(":")
+    conn = {
+        "conn_type": "http",
+        "host": host,
+        "port": int(port) if port else None,
+        "schema": scheme,
+        "password": token,
+        "extra": {"connect_timeout": 5, "read_timeout": 30},
+    }
+    return json.dumps(conn)
+
+
+@dataclass
+class LocalAirflow:
+    """Environment and lifecycle of a local Airflow (standalone or single components)."""
+
+    home: Path
+    sim_url: str
+    sim_token: str
+    api_port: int = API_PORT
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "AIRFLOW__CORE__PARALLELISM": "64",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": f"http://localhost:{self.api_port}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.api_port}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW_CONN_SDDC_API": sddc_api_conn(self.sim_url, self.sim_token),
+                "RCE_INCLUDE_DIR": str(REPO_ROOT / "include"),
+                "PYTHONUNBUFFERED": "1",
+                "NO_PROXY": "*",
+                "no_proxy": "*",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def airflow(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv_bin() / "airflow"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
+
+    def prepare(self) -> None:
+        """Migrate the metadata DB and create the pools (idempotent)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate")
+        self.airflow("pools", "import", str(REPO_ROOT / "include" / "pools.json"))
+
+    def start_standalone(self) -> Group:
+        kill_listeners(self.api_port)
+        return start_group(
+            "airflow-standalone",
+            [str(venv_bin() / "airflow"), "standalone"],
+            env=self.env(),
+            log_path=self.home / "logs" / "standalone.log",
+        )
+
+    def password_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def password(self, user: str = "admin", timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return str(json.loads(self.password_file().read_text())[user])
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.5)
+        raise TimeoutError(f"no password for {user} in {self.password_file()}")

@@ -1,0 +1,111 @@
+"""A small client for Airflow 3's REST API v2 (token auth), for the demo and tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+
+class AirflowRest:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self._token: str | None = None
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(f"{self.base_url}/api/v2/version", timeout=5).status_code < 500:
+                    return
+            except requests.RequestException as err:
+                last = err
+            time.sleep(1)
+        raise TimeoutError(f"Airflow API not up at {self.base_url}: {last}")
+
+    def login(self) -> None:
+        resp = self.session.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self.password},
+            timeout=30,
+        )
+        resp.raise_for_status()
+        self._token = resp.json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {self._token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token is None:
+            self.login()
+        kwargs.setdefault("timeout", 60)
+        resp = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+        if resp.status_code == 401:
+            self.login()
+            resp = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                time.sleep(2)
+        raise TimeoutError(f"DAG {dag_id} not parsed within {timeout}s")
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return str(self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = self.request(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": offset}
+            )
+            batch = page.get("task_instances", [])
+            items.extend(batch)
+            offset += len(batch)
+            if not batch or offset >= int(page.get("total_entries", 0)):
+                return items
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[Any], *, only_failed: bool = True) -> Any:
+        return self.request(
+            "POST",
+            f"/dags/{dag_id}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": task_ids,
+                "only_failed": only_failed,
+                "include_downstream": True,
+                "reset_dag_runs": True,
+            },
+        )
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float, poll: float = 3.0) -> str:
+        deadline = time.monotonic() + timeout
+        state = "queued"
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(poll)
+        return state

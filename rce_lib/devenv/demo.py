@@ -1,0 +1,163 @@
+"""`rce demo`: simulator + airflow standalone + one wave, watched from the terminal.
+
+Leaves the UI running at http://localhost:8080 until Ctrl-C (or exits with
+--exit-when-done), and stops every process group it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rce_lib.devenv.airflow_local import REPO_ROOT, LocalAirflow
+from rce_lib.devenv.airflow_rest import AirflowRest
+from rce_lib.devenv.processes import Group, kill_listeners, start_group
+
+SIM_PORT = 8600
+SIM_TOKEN = "demo-token"
+
+
+def register(subparsers: Any) -> None:
+    demo = subparsers.add_parser("demo", help="run the demo wave on airflow standalone against the simulator")
+    demo.add_argument("--home", type=Path, default=REPO_ROOT / ".airflow", help="AIRFLOW_HOME (default ./.airflow)")
+    demo.add_argument("--wave", default="canary", help="wave of include/rollout.yaml to run")
+    demo.add_argument("--target", default="1.26.0", help="target release")
+    demo.add_argument("--size", type=int, default=24, help="simulated fleet size")
+    demo.add_argument("--time-scale", type=float, default=600.0, help="simulated seconds per real second")
+    demo.add_argument("--fresh", action="store_true", help="forget the previous demo's state first")
+    demo.add_argument("--exit-when-done", action="store_true", help="stop everything when the wave ends")
+    demo.add_argument("--timeout", type=float, default=1800, help="give up waiting for the wave after this")
+    demo.set_defaults(func=run_demo)
+
+
+def start_simulator(home: Path, *, size: int, time_scale: float, port: int = SIM_PORT) -> Group:
+    kill_listeners(port)
+    sim = start_group(
+        "simulator",
+        [sys.executable, "-m", "rce_lib.sim", "serve", "--port", str(port), "--size", str(size),
+         "--time-scale", str(time_scale), "--state-dir", str(home / "sim"), "--token", SIM_TOKEN],
+        env={"PATH": str(Path(sys.executable).parent), "PYTHONUNBUFFERED": "1"},
+        log_path=home / "logs" / "simulator.log",
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "listening" in sim.log_tail(5):
+            return sim
+        if not sim.alive():
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"simulator did not start:\n{sim.log_tail()}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    home: Path = args.home.resolve()
+    if args.fresh and home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    groups: list[Group] = []
+
+    def stop_all(*_: Any) -> None:
+        for group in reversed(groups):
+            group.stop()
+        sys.exit(130)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    print(f"AIRFLOW_HOME={home}")
+    print("starting the fleet simulator on http://127.0.0.1:8600 ...", flush=True)
+    groups.append(start_simulator(home, size=args.size, time_scale=args.time_scale))
+    local = LocalAirflow(home=home, sim_url=f"http://127.0.0.1:{SIM_PORT}", sim_token=SIM_TOKEN)
+    print("migrating the Airflow DB and creating pools ...", flush=True)
+    local.prepare()
+    print("starting airflow standalone (scheduler, dag-processor, triggerer, api-server) ...", flush=True)
+    groups.append(local.start_standalone())
+    rest = AirflowRest(f"http://localhost:{local.api_port}", "admin", local.password())
+    rest.wait_ready()
+    dag_id = f"rce_wave_{args.wave}"
+    rest.wait_for_dag(dag_id)
+    rest.unpause(dag_id)
+    run_id = rest.trigger(dag_id, {"target_version": args.target})
+    print(f"triggered {dag_id} run {run_id} (target {args.target})\n", flush=True)
+    state = watch(rest, dag_id, run_id, timeout=args.timeout)
+    print_summary(home, dag_id, run_id, state)
+    print(
+        f"\nAirflow UI: http://localhost:{local.api_port}  user admin, password in "
+        f"{local.password_file()}\nFleet simulator counters: {SIM_PORT and f'http://127.0.0.1:{SIM_PORT}'}/sim/counters"
+    )
+    if args.exit_when_done:
+        for group in reversed(groups):
+            group.stop()
+        return 0 if state == "success" else 1
+    print("The UI stays up; press Ctrl-C to stop everything.", flush=True)
+    while all(g.alive() for g in groups):
+        time.sleep(2)
+    stop_all()
+    return 0
+
+
+def watch(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float) -> str:
+    """Print a line each time the picture changes: SDDCs per phase and task state."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    state = "queued"
+    while time.monotonic() < deadline:
+        state = rest.run_state(dag_id, run_id)
+        tis = rest.task_instances(dag_id, run_id)
+        line = progress_line(tis)
+        if line != last:
+            print(f"[{time.strftime('%H:%M:%S')}] run {state:<8} {line}", flush=True)
+            last = line
+        if state in ("success", "failed"):
+            return state
+        time.sleep(2)
+    return state
+
+
+def progress_line(tis: list[dict[str, Any]]) -> str:
+    """Where each SDDC is: its furthest phase task that is not yet successful."""
+    by_sddc: dict[str, list[tuple[str, str]]] = {}
+    for ti in tis:
+        task_id = str(ti.get("task_id", ""))
+        if not task_id.startswith("sddc.") or ti.get("map_index", -1) < 0:
+            continue
+        label = str(ti.get("rendered_map_index") or ti.get("map_index"))
+        by_sddc.setdefault(label, []).append((task_id.removeprefix("sddc."), str(ti.get("state"))))
+    order = ["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
+    where: Counter[str] = Counter()
+    for tasks in by_sddc.values():
+        states = dict(tasks)
+        if states.get("rollback") in ("running", "deferred", "queued", "success"):
+            where["rolled back" if states["rollback"] == "success" else "rolling back"] += 1
+            continue
+        current = next((p for p in order if states.get(p) != "success"), None)
+        if current is None:
+            where["done"] += 1
+        else:
+            where[f"{current}:{states.get(current) or 'none'}"] += 1
+    return f"{len(by_sddc)} SDDCs | " + ", ".join(f"{k} {v}" for k, v in sorted(where.items()))
+
+
+def print_summary(home: Path, dag_id: str, run_id: str, state: str) -> None:
+    from rce_lib.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{home / 'rce_ledger.db'}")
+    wave = dag_id.removeprefix("rce_wave_")
+    rows = [p for p in ledger.list_progress(wave=wave, run_id=run_id)]
+    print(f"\n== {dag_id} {run_id}: {state}")
+    for row in rows:
+        err = f"  [{row.last_error.code}] {row.last_error.message}" if row.last_error else ""
+        print(f"  {row.sddc_id:<14} {row.status.value:<12} {row.phase.value:<16} "
+              f"{row.source_version} -> {row.target_version}{err}")
+    events = ledger.events(wave=wave, run_id=run_id, kinds=["cohort_resolved"])
+    if events:
+        excluded = events[-1].data.get("excluded", [])
+        counts = Counter(e["reason"] for e in excluded)
+        print("  excluded: " + (json.dumps(dict(counts)) if counts else "none"))

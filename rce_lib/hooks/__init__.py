@@ -1,0 +1,1 @@
+"""Airflow hooks for the SDDC Control API, and the retry policies they use."""

@@ -1,0 +1,82 @@
+"""Roll an SDDC back from its snapshot when a phase failed for good.
+
+Runs with trigger rule `one_failed` at the end of the SDDC's task group. It acts
+only on a downstream verdict recorded in the ledger (a task FAILED, a blocked
+path, an unhealthy postcheck); a failure of our own infrastructure (a killed
+worker, an unreachable API) is left alone, to be resumed by clearing the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from rce_lib.api.models import HostState, Sddc, SddcStatus
+from rce_lib.api.services import Service
+from rce_lib.errors import Reason
+from rce_lib.operators.base import SddcPhaseOperator
+from rce_lib.operators.runtime import PhaseRun
+from rce_lib.operators.steps import Done, Start, Step
+
+
+class RollbackOperator(SddcPhaseOperator):
+    phase = "rollback"
+    service = Service.VCENTER
+
+    def execute(self, context: Any) -> Any:
+        run = self.open_run(context)
+        progress = run.progress()
+        if progress is None or not run.has_verdict(progress):
+            raise AirflowSkipException(
+                "no downstream verdict recorded: the SDDC is left as it is. "
+                "Fix the cause, then clear the failed task to resume."
+            )
+        run.ledger_phase_started(self.phase)
+        return self.advance(run)
+
+    def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
+        source = run.source_release()
+        if source is None:
+            return Done("nothing was changed before the failure", did_nothing=True)
+        want = source.components
+        restored = (
+            sddc.components.vcenter == want.vcenter
+            and sddc.components.nsx == want.nsx
+            and all(h.version == want.esx and h.state is HostState.CONNECTED for h in sddc.hosts)
+        )
+        if restored:
+            if sddc.status is not SddcStatus.READY:
+                self.wait(run, 5.0, f"restored to {source.version}, waiting for READY ({sddc.status.value})")
+            return Done(f"at {source.version} again")
+        snapshot_id = run.snapshot_id()
+        if not snapshot_id:
+            self.fail(
+                run,
+                Reason.SNAPSHOT_MISSING,
+                f"{self.sddc_id} was changed but has no snapshot to restore; a human must decide",
+            )
+        return Start(
+            op="rollback",
+            call=lambda hook, key: hook.start_rollback(self.sddc_id, snapshot_id, key=key),
+            description=f"roll {self.sddc_id} back from snapshot {snapshot_id}",
+        )
+
+    def on_done(self, run: PhaseRun, step: Done) -> Any:
+        if step.did_nothing:
+            run.ledger_rolled_back(step.message, restored=False)
+            return step.message
+        health = run.hook.get_health(self.sddc_id)
+        message = f"{step.message}; health {health.status.value}, error rate {health.error_rate:.3f}"
+        run.ledger_rolled_back(message, restored=True)
+        return message
+
+    def settle(self, run: PhaseRun, op: str, host_id: str | None, generation: int, task: Any) -> None:
+        try:
+            super().settle(run, op, host_id, generation, task)
+        except Exception as err:
+            run.ledger_phase_failed(
+                self.phase, Reason.ROLLBACK_FAILED, Reason.ROLLBACK_FAILED, str(err), retryable=False,
+                verdict=False,
+            )
+            raise

@@ -1,0 +1,226 @@
+"""Everything one execution of a phase needs: the API hook, the ledger, who we are.
+
+It also maps operation names onto ledger slots, so the operators speak in
+operations (vcenter, host_enter...) and the ledger in (phase, host) slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rce_lib.airflow_support.ledger_conn import get_ledger
+from rce_lib.api.models import Release, Task, TaskStatus
+from rce_lib.api.tracing import trace_id_for
+from rce_lib.ledger import Ledger
+from rce_lib.ledger.models import EventKind, Operation, Phase, Progress, Status
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from rce_lib.hooks.sddc_api import SddcApiHook
+    from rce_lib.operators.base import SddcPhaseOperator
+
+OP_PHASE: dict[str, Phase] = {
+    "precheck": Phase.PRECHECK,
+    "snapshot": Phase.SNAPSHOT,
+    "vcenter": Phase.UPGRADE_VCENTER,
+    "nsx": Phase.UPGRADE_NSX,
+    "host_enter": Phase.UPGRADE_HOSTS,
+    "host_upgrade": Phase.UPGRADE_HOSTS,
+    "host_exit": Phase.UPGRADE_HOSTS,
+    "rollback": Phase.ROLLBACK,
+}
+
+OUTCOME_EVENT = {
+    "created": EventKind.TASK_STARTED,
+    "replayed": EventKind.TASK_REPLAYED,
+    "adopted": EventKind.TASK_ADOPTED,
+}
+
+def _slot(op: str, host_id: str | None) -> tuple[Phase, str]:
+    """Ledger slot of an operation: host operations share the hosts phase, one slot per host and action."""
+    phase = OP_PHASE[op]
+    if host_id is None:
+        return phase, ""
+    return phase, f"{host_id}/{op.removeprefix('host_')}"
+
+
+@dataclass
+class PhaseRun:
+    """One execution (or resumption) of one phase for one SDDC."""
+
+    operator: SddcPhaseOperator
+    hook: SddcApiHook
+    ledger: Ledger
+    run_id: str
+    try_number: int
+    is_last_try: bool
+    trace_id: str
+    _release: Release | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_context(cls, operator: SddcPhaseOperator, context: Context) -> PhaseRun:
+        from rce_lib.hooks.sddc_api import SddcApiHook
+
+        run_id = str(context["run_id"])
+        ti = context["ti"]
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        retries = int(operator.retries or 0)
+        trace_id = trace_id_for(operator.rollout, operator.wave, operator.sddc_id, run_id)
+        return cls(
+            operator=operator,
+            hook=SddcApiHook(sddc_api_conn_id=operator.sddc_api_conn_id, trace_id=trace_id),
+            ledger=get_ledger(),
+            run_id=run_id,
+            try_number=try_number,
+            is_last_try=try_number > retries,
+            trace_id=trace_id,
+        )
+
+    # -- identity -----------------------------------------------------------------
+    @property
+    def _ids(self) -> tuple[str, str, str]:
+        op = self.operator
+        return op.rollout, op.wave, op.sddc_id
+
+    @property
+    def release(self) -> Release:
+        if self._release is None:
+            self._release = self.hook.get_release(self.operator.target_version)
+        return self._release
+
+    def progress(self) -> Progress | None:
+        return self.ledger.get(*self._ids)
+
+    @property
+    def source_version_hint(self) -> str | None:
+        progress = self.progress()
+        return progress.source_version if progress else None
+
+    def source_release(self) -> Release | None:
+        version = self.source_version_hint
+        return self.hook.get_release(version) if version else None
+
+    def snapshot_id(self) -> str | None:
+        progress = self.progress()
+        return progress.snapshot_id if progress else None
+
+    # -- operations ------------------------------------------------------------------
+    def get_operation(self, op: str, host_id: str | None) -> Operation | None:
+        phase, slot = _slot(op, host_id)
+        return self.ledger.get_operation(*self._ids, phase, host_id=slot)
+
+    def operation_succeeded(self, op: str, host_id: str | None = None) -> bool:
+        record = self.get_operation(op, host_id)
+        return record is not None and record.status == TaskStatus.SUCCEEDED.value
+
+    def record_operation(
+        self, op: str, host_id: str | None, generation: int, task: Task, key: str | None, outcome: str
+    ) -> None:
+        phase, slot = _slot(op, host_id)
+        current = self.ledger.get_operation(*self._ids, phase, host_id=slot)
+        self.ledger.record_operation_task(
+            *self._ids,
+            phase,
+            host_id=slot,
+            generation=generation,
+            task_id=task.id,
+            key=key or (current.idempotency_key if current and current.idempotency_key else ""),
+            status=task.status.value,
+            run_id=self.run_id,
+            kind=OUTCOME_EVENT.get(outcome, f"task_{outcome}"),
+            message=f"{op} task {task.id} {task.status.value}",
+        )
+
+    def bump_generation(self, op: str, host_id: str | None, expected: int) -> int:
+        phase, slot = _slot(op, host_id)
+        return self.ledger.bump_generation(
+            *self._ids, phase, host_id=slot, expected_generation=expected, run_id=self.run_id,
+            message=f"{op}: previous task ended; next start uses a new key",
+        )
+
+    # -- progress ----------------------------------------------------------------------
+    def ledger_phase_started(self, phase: str) -> None:
+        self.ledger.phase_started(*self._ids, self.run_id, Phase(phase), target_version=self.operator.target_version)
+
+    def ledger_phase_succeeded(self, phase: str, message: str, *, did_nothing: bool) -> None:
+        if did_nothing:
+            self.ledger.phase_skipped(*self._ids, self.run_id, Phase(phase), message=message)
+        else:
+            self.ledger.phase_succeeded(*self._ids, self.run_id, Phase(phase), message=message)
+
+    def ledger_phase_failed(
+        self, phase: str, reason: str, code: str, message: str, *, retryable: bool, verdict: bool
+    ) -> None:
+        self.ledger.phase_failed(
+            *self._ids, self.run_id, Phase(phase), code=code, message=message, retryable=retryable
+        )
+        if retryable and self.is_last_try:  # final all the same: the SDDC no longer holds an in-flight slot
+            self.ledger.upsert_progress(*self._ids, self.run_id, finished_at=datetime.now(UTC))
+        self.event("phase_verdict" if verdict else "phase_error", message,
+                   {"reason": reason, "code": code, "retryable": retryable, "verdict": verdict})
+
+    def ledger_sddc_finished(self, message: str) -> None:
+        """Postcheck passed: the SDDC is done (the ledger moves it to `done`) and its claim is freed."""
+        rollout, wave, sddc_id = self._ids
+        self.ledger.phase_succeeded(rollout, wave, sddc_id, self.run_id, Phase.POSTCHECK, message=message)
+        self.ledger.release(sddc_id, rollout, wave, self.run_id)
+
+    def ledger_rolled_back(self, message: str, *, restored: bool) -> None:
+        """The failed SDDC is at its source release again (or was never changed); free its claim."""
+        rollout, wave, sddc_id = self._ids
+        if restored:
+            self.ledger.phase_succeeded(rollout, wave, sddc_id, self.run_id, Phase.ROLLBACK, message=message)
+        else:
+            self.event("rollback_not_needed", message)
+        self.ledger.release(sddc_id, rollout, wave, self.run_id)
+
+    def admit(self, limit: int) -> bool:
+        return self.ledger.admit(*self._ids, self.run_id, limit)
+
+    def set_snapshot(self, snapshot_id: str, *, source_version: str | None) -> None:
+        self.ledger.set_snapshot(*self._ids, self.run_id, snapshot_id)
+
+    def has_verdict(self, progress: Progress) -> bool:
+        """True if the SDDC's latest phase attempt ended in a downstream verdict.
+
+        A later attempt that started and then died (a killed worker) leaves a
+        `phase_started` event after the verdict: then there is nothing to roll
+        back automatically, the SDDC is resumed by clearing instead.
+        """
+        if progress.status is not Status.FAILED:
+            return False
+        rollout, wave, sddc_id = self._ids
+        kinds = [EventKind.PHASE_STARTED.value, "phase_verdict", "phase_error"]
+        history = [
+            e for e in self.ledger.events(rollout=rollout, wave=wave, sddc_id=sddc_id, kinds=kinds, limit=10_000)
+            if e.phase is not Phase.ROLLBACK
+        ]
+        return bool(history) and history[-1].kind == "phase_verdict"
+
+    # -- events ------------------------------------------------------------------------
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        rollout, wave, sddc_id = self._ids
+        self.ledger.append_event(
+            rollout, wave, kind, sddc_id=sddc_id, run_id=self.run_id, phase=Phase(self.operator.phase),
+            message=message, data=data,
+        )
+
+    def count_event(self, kind: str) -> int:
+        rollout, wave, sddc_id = self._ids
+        return len(self.ledger.events(rollout=rollout, wave=wave, sddc_id=sddc_id, run_id=self.run_id,
+                                      kinds=[kind]))
+
+
+def in_process_test_run() -> bool:
+    """True under `airflow dags test` / `dag.test()`: tasks run one at a time in this
+    process, so no SDDC can wait for another (an in-flight limit would deadlock) and
+    the limit holds trivially: only one task talks to the fleet at any moment."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
+    except ImportError:  # pragma: no cover - other Airflow versions
+        return False
+    return isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), InProcessSupervisorComms)

@@ -1,0 +1,60 @@
+"""SQLite specifics: the file's directory is created and the pragmas that make
+several writer processes safe are in force on every connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import text
+
+from rce_lib.ledger import Ledger, dispose_engine, get_engine
+from rce_lib.ledger.engine import get_write_engine
+
+
+def test_sqlite_file_and_parent_dirs_are_created_with_wal(tmp_path: Path) -> None:
+    db = tmp_path / "airflow_home" / "sub" / "rce_ledger.db"
+    url = f"sqlite:///{db}"
+    try:
+        Ledger(url).upsert_progress("r", "w", "sddc-1", "run-a")
+        assert db.exists()
+        with get_engine(url).connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30000
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
+    finally:
+        dispose_engine(url)
+
+
+def test_one_engine_per_url_per_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/a.db"
+    try:
+        assert get_engine(url) is get_engine(url)
+        assert get_write_engine(url).pool is get_engine(url).pool
+        assert get_engine(url) is not get_engine(f"sqlite:///{tmp_path}/b.db")
+    finally:
+        dispose_engine(url)
+        dispose_engine(f"sqlite:///{tmp_path}/b.db")
+
+
+def test_write_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: a second writer waits at BEGIN, not at its first write (no deadlock)."""
+    url = f"sqlite:///{tmp_path}/lock.db"
+    try:
+        Ledger(url).ensure_schema()
+        with get_write_engine(url).begin() as conn:
+            # Inside BEGIN IMMEDIATE this connection already holds the RESERVED lock,
+            # so a raw second connection cannot begin a write even with no timeout.
+            other = sqlite3.connect(str(tmp_path / "lock.db"), timeout=0, isolation_level=None)
+            try:
+                try:
+                    other.execute("BEGIN IMMEDIATE")
+                    locked = False
+                except sqlite3.OperationalError as exc:
+                    locked = "locked" in str(exc)
+            finally:
+                other.close()
+            conn.execute(text("SELECT 1"))
+        assert locked
+    finally:
+        dispose_engine(url)
