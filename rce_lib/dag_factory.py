@@ -7,22 +7,19 @@ plan file and declares tasks. Everything that talks to the fleet runs in tasks.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, task_group
-from airflow.sdk import TriggerRule
+from airflow.sdk import DAG, Asset, Param, TriggerRule, task_group
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
 from rce_lib.operators.cohort import ResolveCohortOperator
-from rce_lib.operators.phases import (
-    HostsUpgradeOperator,
-    NsxUpgradeOperator,
-    PostcheckOperator,
-    PrecheckOperator,
-    SnapshotOperator,
-    VcenterUpgradeOperator,
-)
+from rce_lib.operators.components import NsxUpgradeOperator, VcenterUpgradeOperator
+from rce_lib.operators.hosts import HostsUpgradeOperator
+from rce_lib.operators.postcheck import PostcheckOperator
+from rce_lib.operators.precheck import PrecheckOperator
 from rce_lib.operators.rollback import RollbackOperator
+from rce_lib.operators.snapshot import SnapshotOperator
 from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.plan.model import RolloutPlan, Wave
 
@@ -63,7 +60,7 @@ def wave_params(wave: Wave) -> dict[str, Param]:
             minimum=1,
             maximum=wave.max_parallel,
             title="Max SDDCs in flight",
-            description=f"Optional: lower the plan's max_parallel ({wave.max_parallel}); it cannot be raised.",
+            description=f"Optional: lower the plan's max_parallel ({wave.max_parallel}); never raise it.",
         ),
     }
 
@@ -124,7 +121,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         )
 
         @task_group(group_id="sddc")
-        def sddc_upgrade(sddc_id: str) -> TaskGroup | None:
+        def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
             phases = [
                 PrecheckOperator(
@@ -144,10 +141,9 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 ),
             ]
             rollback = RollbackOperator(task_id="rollback", trigger_rule=TriggerRule.ONE_FAILED, **common)
-            for upstream, downstream in zip(phases, phases[1:], strict=False):
+            for upstream, downstream in pairwise(phases):
                 upstream >> downstream
-            phases >> rollback  # type: ignore[operator]
-            return None
+            phases >> rollback
 
         groups = sddc_upgrade.expand(sddc_id=cohort.output)
         summary = WaveSummaryOperator(

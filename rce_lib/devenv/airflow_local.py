@@ -74,7 +74,9 @@ class LocalAirflow:
         env.update(self.extra_env)
         return env
 
-    def airflow(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self, *args: str, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(venv_bin() / "airflow"), *args],
             env=self.env(),

@@ -78,7 +78,9 @@ class AirflowRest:
         offset = 0
         while True:
             page = self.request(
-                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": offset}
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": offset},
             )
             batch = page.get("task_instances", [])
             items.extend(batch)

@@ -25,7 +25,9 @@ SIM_TOKEN = "demo-token"
 
 def register(subparsers: Any) -> None:
     demo = subparsers.add_parser("demo", help="run the demo wave on airflow standalone against the simulator")
-    demo.add_argument("--home", type=Path, default=REPO_ROOT / ".airflow", help="AIRFLOW_HOME (default ./.airflow)")
+    demo.add_argument(
+        "--home", type=Path, default=REPO_ROOT / ".airflow", help="AIRFLOW_HOME (default ./.airflow)"
+    )
     demo.add_argument("--wave", default="canary", help="wave of include/rollout.yaml to run")
     demo.add_argument("--target", default="1.26.0", help="target release")
     demo.add_argument("--size", type=int, default=24, help="simulated fleet size")
@@ -40,8 +42,22 @@ def start_simulator(home: Path, *, size: int, time_scale: float, port: int = SIM
     kill_listeners(port)
     sim = start_group(
         "simulator",
-        [sys.executable, "-m", "rce_lib.sim", "serve", "--port", str(port), "--size", str(size),
-         "--time-scale", str(time_scale), "--state-dir", str(home / "sim"), "--token", SIM_TOKEN],
+        [
+            sys.executable,
+            "-m",
+            "rce_lib.sim",
+            "serve",
+            "--port",
+            str(port),
+            "--size",
+            str(size),
+            "--time-scale",
+            str(time_scale),
+            "--state-dir",
+            str(home / "sim"),
+            "--token",
+            SIM_TOKEN,
+        ],
         env={"PATH": str(Path(sys.executable).parent), "PYTHONUNBUFFERED": "1"},
         log_path=home / "logs" / "simulator.log",
     )
@@ -154,8 +170,10 @@ def print_summary(home: Path, dag_id: str, run_id: str, state: str) -> None:
     print(f"\n== {dag_id} {run_id}: {state}")
     for row in rows:
         err = f"  [{row.last_error.code}] {row.last_error.message}" if row.last_error else ""
-        print(f"  {row.sddc_id:<14} {row.status.value:<12} {row.phase.value:<16} "
-              f"{row.source_version} -> {row.target_version}{err}")
+        print(
+            f"  {row.sddc_id:<14} {row.status.value:<12} {row.phase.value:<16} "
+            f"{row.source_version} -> {row.target_version}{err}"
+        )
     events = ledger.events(wave=wave, run_id=run_id, kinds=["cohort_resolved"])
     if events:
         excluded = events[-1].data.get("excluded", [])

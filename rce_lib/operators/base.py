@@ -12,6 +12,7 @@ step (`next_step`). This base owns the loop that makes phases resume-safe:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, NoReturn
 
@@ -22,7 +23,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from rce_lib.api.keys import KeyParts, idempotency_key
 from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
-from rce_lib.errors import ApiError, InvalidIdentifier, Reason, RceError, ThrottledError
+from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, ThrottledError
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step, Wait
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
@@ -51,7 +52,7 @@ class SddcPhaseOperator(BaseOperator):
 
     phase: ClassVar[str] = "phase"
     service: ClassVar[Service] = Service.VCENTER
-    template_fields = ("sddc_id", "target_version")
+    template_fields: Sequence[str] = ("sddc_id", "target_version")
     ui_color = "#e8f4fd"
     max_steps: ClassVar[int] = 200
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -27,7 +28,7 @@ class ResolveCohortOperator(BaseOperator):
     the run would take.
     """
 
-    template_fields = ("target_version", "dry_run", "sddc_ids", "max_parallel")
+    template_fields: Sequence[str] = ("target_version", "preview", "sddc_ids", "max_parallel")
     ui_color = "#fff4d6"
 
     def __init__(
@@ -47,7 +48,7 @@ class ResolveCohortOperator(BaseOperator):
         self.rollout = rollout
         self.wave = wave
         self.target_version = target_version
-        self.dry_run = dry_run
+        self.preview = dry_run  # BaseOperator.dry_run is a method
         self.sddc_ids = sddc_ids
         self.max_parallel = max_parallel
         self.plan_path = plan_path
@@ -58,7 +59,9 @@ class ResolveCohortOperator(BaseOperator):
 
         run_id = str(context["run_id"])
         if not VERSION_RE.fullmatch(str(self.target_version)):
-            raise AirflowFailException(f"[INVALID_PARAMS] target_version {self.target_version!r} is not X.Y.Z")
+            raise AirflowFailException(
+                f"[INVALID_PARAMS] target_version {self.target_version!r} is not X.Y.Z"
+            )
         plan = load_plan(self.plan_path)
         wave = plan.wave(self.wave)
         hook = SddcApiHook(
@@ -73,7 +76,9 @@ class ResolveCohortOperator(BaseOperator):
                 raise AirflowFailException(
                     f"[INVALID_PARAMS] release {self.target_version} is unknown to the SDDC API"
                 ) from err
-            raise AirflowFailException(str(err)) if not err.retryable else err
+            if not err.retryable:
+                raise AirflowFailException(str(err)) from err
+            raise
         claims = {
             sddc_id: f"{holder.rollout}/{holder.wave}"
             for sddc_id, holder in ledger.active_claims().items()
@@ -94,22 +99,35 @@ class ResolveCohortOperator(BaseOperator):
         self.log.info("cohort:\n%s", cohort.summary())
         for item in cohort.excluded:
             self.log.info("excluded %s: %s %s", item.sddc_id, item.reason.value, item.detail)
-        if _truthy(self.dry_run):
+        if _truthy(self.preview):
             self.log.info("dry run: nothing claimed, no SDDC is touched")
             ledger.append_event(
-                rollout=self.rollout, wave=self.wave, run_id=run_id, kind="cohort_preview",
-                message=cohort.summary(), data=cohort.model_dump(mode="json"),
+                rollout=self.rollout,
+                wave=self.wave,
+                run_id=run_id,
+                kind="cohort_preview",
+                message=cohort.summary(),
+                data=cohort.model_dump(mode="json"),
             )
             return []
         members = self._claim(ledger, cohort, run_id)
         by_id = {sddc.id: sddc for sddc in inventory}
         for sddc_id in members:
-            _enroll(ledger, self.rollout, self.wave, sddc_id, run_id, self.target_version, by_id[sddc_id].version)
+            _enroll(
+                ledger, self.rollout, self.wave, sddc_id, run_id, self.target_version, by_id[sddc_id].version
+            )
         ledger.append_event(
-            rollout=self.rollout, wave=self.wave, run_id=run_id, kind="cohort_resolved",
+            rollout=self.rollout,
+            wave=self.wave,
+            run_id=run_id,
+            kind="cohort_resolved",
             message=cohort.summary(),
-            data={"members": members, "canary": cohort.canary_ids, "target_version": self.target_version,
-                  "excluded": [e.model_dump(mode="json") for e in cohort.excluded]},
+            data={
+                "members": members,
+                "canary": cohort.canary_ids,
+                "target_version": self.target_version,
+                "excluded": [e.model_dump(mode="json") for e in cohort.excluded],
+            },
         )
         return members
 
@@ -121,7 +139,8 @@ class ResolveCohortOperator(BaseOperator):
                 members.append(sddc_id)
             else:
                 refused = Exclusion(
-                    sddc_id=sddc_id, reason=ExclusionReason.CLAIMED_BY_OTHER_WAVE,
+                    sddc_id=sddc_id,
+                    reason=ExclusionReason.CLAIMED_BY_OTHER_WAVE,
                     detail=f"claimed by {result.holder.rollout}/{result.holder.wave}",
                 )
                 self.log.warning("excluded %s: %s %s", sddc_id, refused.reason.value, refused.detail)

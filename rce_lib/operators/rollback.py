@@ -76,7 +76,11 @@ class RollbackOperator(SddcPhaseOperator):
             super().settle(run, op, host_id, generation, task)
         except Exception as err:
             run.ledger_phase_failed(
-                self.phase, Reason.ROLLBACK_FAILED, Reason.ROLLBACK_FAILED, str(err), retryable=False,
+                self.phase,
+                Reason.ROLLBACK_FAILED,
+                Reason.ROLLBACK_FAILED,
+                str(err),
+                retryable=False,
                 verdict=False,
             )
             raise

@@ -39,6 +39,7 @@ OUTCOME_EVENT = {
     "adopted": EventKind.TASK_ADOPTED,
 }
 
+
 def _slot(op: str, host_id: str | None) -> tuple[Phase, str]:
     """Ledger slot of an operation: host operations share the hosts phase, one slot per host and action."""
     phase = OP_PHASE[op]
@@ -137,13 +138,19 @@ class PhaseRun:
     def bump_generation(self, op: str, host_id: str | None, expected: int) -> int:
         phase, slot = _slot(op, host_id)
         return self.ledger.bump_generation(
-            *self._ids, phase, host_id=slot, expected_generation=expected, run_id=self.run_id,
+            *self._ids,
+            phase,
+            host_id=slot,
+            expected_generation=expected,
+            run_id=self.run_id,
             message=f"{op}: previous task ended; next start uses a new key",
         )
 
     # -- progress ----------------------------------------------------------------------
     def ledger_phase_started(self, phase: str) -> None:
-        self.ledger.phase_started(*self._ids, self.run_id, Phase(phase), target_version=self.operator.target_version)
+        self.ledger.phase_started(
+            *self._ids, self.run_id, Phase(phase), target_version=self.operator.target_version
+        )
 
     def ledger_phase_succeeded(self, phase: str, message: str, *, did_nothing: bool) -> None:
         if did_nothing:
@@ -159,8 +166,11 @@ class PhaseRun:
         )
         if retryable and self.is_last_try:  # final all the same: the SDDC no longer holds an in-flight slot
             self.ledger.upsert_progress(*self._ids, self.run_id, finished_at=datetime.now(UTC))
-        self.event("phase_verdict" if verdict else "phase_error", message,
-                   {"reason": reason, "code": code, "retryable": retryable, "verdict": verdict})
+        self.event(
+            "phase_verdict" if verdict else "phase_error",
+            message,
+            {"reason": reason, "code": code, "retryable": retryable, "verdict": verdict},
+        )
 
     def ledger_sddc_finished(self, message: str) -> None:
         """Postcheck passed: the SDDC is done (the ledger moves it to `done`) and its claim is freed."""
@@ -195,7 +205,10 @@ class PhaseRun:
         rollout, wave, sddc_id = self._ids
         kinds = [EventKind.PHASE_STARTED.value, "phase_verdict", "phase_error"]
         history = [
-            e for e in self.ledger.events(rollout=rollout, wave=wave, sddc_id=sddc_id, kinds=kinds, limit=10_000)
+            e
+            for e in self.ledger.events(
+                rollout=rollout, wave=wave, sddc_id=sddc_id, kinds=kinds, limit=10_000
+            )
             if e.phase is not Phase.ROLLBACK
         ]
         return bool(history) and history[-1].kind == "phase_verdict"
@@ -204,14 +217,21 @@ class PhaseRun:
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         rollout, wave, sddc_id = self._ids
         self.ledger.append_event(
-            rollout, wave, kind, sddc_id=sddc_id, run_id=self.run_id, phase=Phase(self.operator.phase),
-            message=message, data=data,
+            rollout,
+            wave,
+            kind,
+            sddc_id=sddc_id,
+            run_id=self.run_id,
+            phase=Phase(self.operator.phase),
+            message=message,
+            data=data,
         )
 
     def count_event(self, kind: str) -> int:
         rollout, wave, sddc_id = self._ids
-        return len(self.ledger.events(rollout=rollout, wave=wave, sddc_id=sddc_id, run_id=self.run_id,
-                                      kinds=[kind]))
+        return len(
+            self.ledger.events(rollout=rollout, wave=wave, sddc_id=sddc_id, run_id=self.run_id, kinds=[kind])
+        )
 
 
 def in_process_test_run() -> bool:

@@ -33,7 +33,8 @@ class WaveSummaryOperator(BaseOperator):
         members = set(cohort)
         ledger = get_ledger()
         rows = [
-            row for row in ledger.list_progress(rollout=self.rollout, wave=self.wave)
+            row
+            for row in ledger.list_progress(rollout=self.rollout, wave=self.wave)
             if row.sddc_id in members
         ]
         counts = Counter(row.status.value for row in rows)
@@ -48,7 +49,12 @@ class WaveSummaryOperator(BaseOperator):
         self.log.info("\n%s", text)
         summary = {"total": len(rows), "by_status": dict(counts), "not_done": failed}
         ledger.append_event(
-            rollout=self.rollout, wave=self.wave, run_id=run_id, kind="wave_summary", message=text, data=summary
+            rollout=self.rollout,
+            wave=self.wave,
+            run_id=run_id,
+            kind="wave_summary",
+            message=text,
+            data=summary,
         )
         if failed:
             raise AirflowFailException(

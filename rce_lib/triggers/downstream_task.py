@@ -73,7 +73,9 @@ class DownstreamTaskTrigger(BaseTrigger):
                 yield TriggerEvent({**_error_event(err), "echo": self.echo})
                 return
             if task.terminal:
-                yield TriggerEvent({"status": "terminal", "task": task.model_dump(mode="json"), "echo": self.echo})
+                yield TriggerEvent(
+                    {"status": "terminal", "task": task.model_dump(mode="json"), "echo": self.echo}
+                )
                 return
             elapsed = time.time() - self.started_at
             await asyncio.sleep(next_poll_delay(elapsed, minimum=self.poll_min_s, maximum=self.poll_max_s))
