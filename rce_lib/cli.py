@@ -12,6 +12,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "rce_lib.sim.cli",
     "rce_lib.devenv.demo",
+    "rce_lib.devenv.bench",
 )
 
 

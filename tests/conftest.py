@@ -4,6 +4,7 @@ started in its own session and killed by process group at teardown.
 Fixtures:
   sim_factory(size=6, time_scale=6000, seed=42, config=None, state_dir=None, token="sim-token")
       -> SimServer; starts a fresh simulator per call, all stopped at test end.
+  module_sim_factory(...) -> the same, scope="module", for fixtures shared by a module's tests.
   sim_server -> SimServer; one shared simulator per test session (size 24, time scale 6000),
       with faults reset and counters zeroed before each test. The fleet itself is shared:
       tests should pick SDDCs nobody else mutates, or use sim_factory for a fresh fleet.
@@ -226,3 +227,33 @@ def sim_server(_shared_sim: SimServer) -> SimServer:
     _shared_sim.reset_faults()
     _shared_sim.reset_counters()
     return _shared_sim
+
+
+@pytest.fixture(scope="module")
+def module_sim_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFactory]:
+    """Like sim_factory, for module-scoped fixtures (one expensive run shared by several tests)."""
+    base = tmp_path_factory.mktemp("module-sim")
+    started: list[SimServer] = []
+
+    def make(
+        size: int = 6,
+        time_scale: float = 6000,
+        seed: int = 42,
+        config: dict[str, Any] | None = None,
+        token: str = "sim-token",
+    ) -> SimServer:
+        n = len(started)
+        config_path = None
+        if config:
+            config_path = base / f"sim-config-{n}.yaml"
+            config_path.write_text(yaml.safe_dump(config))
+        server = SimServer(
+            args=_args(size, time_scale, seed, token, config_path), state_dir=base / f"sim-state-{n}", token=token
+        )
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.kill()
+        server.client.close()

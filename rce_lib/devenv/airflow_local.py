@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rce_lib.devenv.processes import Group, kill_listeners, start_group
+from rce_lib.devenv.processes import Group, free_port, kill_listeners, start_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_PORT = 8080
@@ -39,13 +39,19 @@ def sddc_api_conn(url: str, token: str) -> str:
 
 @dataclass
 class LocalAirflow:
-    """Environment and lifecycle of a local Airflow (standalone or single components)."""
+    """Environment and lifecycle of a local Airflow (standalone or single components).
+
+    Ports default to free ones, so tests and benchmarks can run beside each other
+    and beside the demo (which asks for 8080 explicitly).
+    """
 
     home: Path
     sim_url: str
     sim_token: str
-    api_port: int = API_PORT
+    api_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    worker_log_port: int = field(default_factory=free_port)
+    trigger_log_port: int = field(default_factory=free_port)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -60,6 +66,8 @@ class LocalAirflow:
                 "AIRFLOW__CORE__PARALLELISM": "64",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                 "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
                 "AIRFLOW__API__BASE_URL": f"http://localhost:{self.api_port}",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.api_port}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

@@ -15,12 +15,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rce_lib.devenv.airflow_local import REPO_ROOT, LocalAirflow
+from rce_lib.devenv.airflow_local import API_PORT, REPO_ROOT, LocalAirflow
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.devenv.processes import Group, kill_listeners, start_group
 
 SIM_PORT = 8600
 SIM_TOKEN = "demo-token"
+READY_PREFIX = "rce-sim listening on "
 
 
 def register(subparsers: Any) -> None:
@@ -38,36 +39,52 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=run_demo)
 
 
-def start_simulator(home: Path, *, size: int, time_scale: float, port: int = SIM_PORT) -> Group:
-    kill_listeners(port)
+def start_simulator(
+    home: Path,
+    *,
+    size: int,
+    time_scale: float,
+    port: int = 0,
+    token: str = SIM_TOKEN,
+    config: Path | None = None,
+) -> tuple[Group, str]:
+    """Start `rce sim serve` as its own process group; returns it and its base URL.
+    Port 0 picks a free port (tests, benchmarks); the demo asks for 8600."""
+    if port:
+        kill_listeners(port)
+    argv = [
+        sys.executable,
+        "-m",
+        "rce_lib.sim",
+        "serve",
+        "--port",
+        str(port),
+        "--size",
+        str(size),
+        "--time-scale",
+        str(time_scale),
+        "--state-dir",
+        str(home / "sim"),
+        "--token",
+        token,
+    ]
+    if config is not None:
+        argv += ["--config", str(config)]
     sim = start_group(
         "simulator",
-        [
-            sys.executable,
-            "-m",
-            "rce_lib.sim",
-            "serve",
-            "--port",
-            str(port),
-            "--size",
-            str(size),
-            "--time-scale",
-            str(time_scale),
-            "--state-dir",
-            str(home / "sim"),
-            "--token",
-            SIM_TOKEN,
-        ],
+        argv,
         env={"PATH": str(Path(sys.executable).parent), "PYTHONUNBUFFERED": "1"},
         log_path=home / "logs" / "simulator.log",
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if "listening" in sim.log_tail(5):
-            return sim
+        for line in reversed(sim.log_tail(20).splitlines()):
+            if line.startswith(READY_PREFIX):
+                return sim, line.removeprefix(READY_PREFIX).strip()
         if not sim.alive():
             break
         time.sleep(0.2)
+    sim.stop()
     raise RuntimeError(f"simulator did not start:\n{sim.log_tail()}")
 
 
@@ -88,9 +105,10 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     print(f"AIRFLOW_HOME={home}")
-    print("starting the fleet simulator on http://127.0.0.1:8600 ...", flush=True)
-    groups.append(start_simulator(home, size=args.size, time_scale=args.time_scale))
-    local = LocalAirflow(home=home, sim_url=f"http://127.0.0.1:{SIM_PORT}", sim_token=SIM_TOKEN)
+    print(f"starting the fleet simulator on http://127.0.0.1:{SIM_PORT} ...", flush=True)
+    sim, sim_url = start_simulator(home, size=args.size, time_scale=args.time_scale, port=SIM_PORT)
+    groups.append(sim)
+    local = LocalAirflow(home=home, sim_url=sim_url, sim_token=SIM_TOKEN, api_port=API_PORT)
     print("migrating the Airflow DB and creating pools ...", flush=True)
     local.prepare()
     print("starting airflow standalone (scheduler, dag-processor, triggerer, api-server) ...", flush=True)
@@ -106,7 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print_summary(home, dag_id, run_id, state)
     print(
         f"\nAirflow UI: http://localhost:{local.api_port}  user admin, password in "
-        f"{local.password_file()}\nFleet simulator counters: {SIM_PORT and f'http://127.0.0.1:{SIM_PORT}'}/sim/counters"
+        f"{local.password_file()}\nFleet simulator: {sim_url} (counters at {sim_url}/sim/counters)"
     )
     if args.exit_when_done:
         for group in reversed(groups):
@@ -139,13 +157,13 @@ def watch(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float) -> str
 
 def progress_line(tis: list[dict[str, Any]]) -> str:
     """Where each SDDC is: its furthest phase task that is not yet successful."""
-    by_sddc: dict[str, list[tuple[str, str]]] = {}
+    by_sddc: dict[int, list[tuple[str, str]]] = {}
     for ti in tis:
         task_id = str(ti.get("task_id", ""))
-        if not task_id.startswith("sddc.") or ti.get("map_index", -1) < 0:
+        index = int(ti.get("map_index", -1))
+        if not task_id.startswith("sddc.") or index < 0:
             continue
-        label = str(ti.get("rendered_map_index") or ti.get("map_index"))
-        by_sddc.setdefault(label, []).append((task_id.removeprefix("sddc."), str(ti.get("state"))))
+        by_sddc.setdefault(index, []).append((task_id.removeprefix("sddc."), str(ti.get("state"))))
     order = ["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
     where: Counter[str] = Counter()
     for tasks in by_sddc.values():

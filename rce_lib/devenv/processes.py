@@ -42,14 +42,19 @@ class Group:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 15.0) -> None:
+        strays = descendants(self.proc.pid)
         stop_group(self.proc.pid, timeout=timeout)
+        _kill_all(strays)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=1)
 
     def kill9(self) -> None:
-        """Kill the whole group at once, as a crash would."""
+        """Kill the whole group at once, as a crash would, with the task processes that
+        Airflow's supervisor puts in process groups of their own."""
+        strays = descendants(self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        _kill_all(strays)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
@@ -85,6 +90,33 @@ def stop_group(pgid: int, *, timeout: float = 15.0) -> None:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid`, whatever its process group (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_all(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:

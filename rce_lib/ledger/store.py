@@ -304,6 +304,19 @@ class Ledger:
                 raise LedgerCorrupt("rce_progress", f"{rollout}/{wave} status={status!r}", str(exc)) from None
         return counts
 
+    def in_flight(self, rollout: str, wave: str, run_id: str) -> int:
+        """How many SDDCs of a run are started and not finished (see `admit`)."""
+        table = schema.progress
+        stmt = select(func.count()).where(
+            table.c.rollout == rollout,
+            table.c.wave == wave,
+            table.c.run_id == run_id,
+            table.c.started_at.is_not(None),
+            table.c.finished_at.is_(None),
+        )
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def admit(self, rollout: str, wave: str, sddc_id: str, run_id: str, limit: int) -> bool:
         """Let one SDDC of a run start if fewer than `limit` of the run's SDDCs are in flight.
 

@@ -12,6 +12,7 @@ step (`next_step`). This base owns the loop that makes phases resume-safe:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, NoReturn
@@ -66,6 +67,8 @@ class SddcPhaseOperator(BaseOperator):
         sddc_api_conn_id: str = "sddc_api",
         poll_min_s: float = 1.0,
         poll_max_s: float = 30.0,
+        inline_wait_s: float = 10.0,
+        resume_delay_s: float = 15.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", POOL_FOR_SERVICE[self.service])
@@ -77,6 +80,8 @@ class SddcPhaseOperator(BaseOperator):
         self.sddc_api_conn_id = sddc_api_conn_id
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
+        self.inline_wait_s = inline_wait_s
+        self.resume_delay_s = resume_delay_s
 
     # -- what subclasses decide ------------------------------------------------
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
@@ -149,6 +154,7 @@ class SddcPhaseOperator(BaseOperator):
                 if err.code == "CLUSTER_CAPACITY":
                     self.wait(run, 10.0, f"{step.op}: {err.message}")
                 self.fail_from_error(run, err)
+            task = self.wait_inline(run, task)
             if task.terminal:
                 self.settle(run, step.op, step.host_id, generation, task)
                 continue
@@ -160,11 +166,28 @@ class SddcPhaseOperator(BaseOperator):
                     trace_id=run.trace_id,
                     poll_min_s=self.poll_min_s,
                     poll_max_s=self.poll_max_s,
+                    first_poll_s=self.resume_delay_s,
                     echo={"op": step.op, "host_id": step.host_id, "generation": generation},
                 ),
                 method_name="execute_complete",
             )
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
+
+    def wait_inline(self, run: PhaseRun, task: Task) -> Task:
+        """Poll a just-started task for a few seconds before deferring.
+
+        Short downstream tasks (maintenance mode, prechecks) end within seconds;
+        waiting for them here costs less than a deferral round trip (a triggerer
+        hand-off plus a new worker process), and keeps a resumed task from racing
+        the exit of its own previous workload under the LocalExecutor.
+        """
+        deadline = time.monotonic() + self.inline_wait_s
+        delay = 0.25
+        while not task.terminal and time.monotonic() + delay < deadline:
+            time.sleep(delay)
+            task = run.hook.get_task(task.id)
+            delay = min(delay * 1.6, 2.0)
+        return task
 
     def start(self, run: PhaseRun, step: Start) -> tuple[Task, int]:
         """Re-attach to the op's running task, or start it under this generation's key."""
@@ -229,7 +252,7 @@ class SddcPhaseOperator(BaseOperator):
 
     # -- failing and waiting -----------------------------------------------------
     def wait(self, run: PhaseRun, seconds: float, message: str) -> NoReturn:
-        seconds = max(1.0, seconds)
+        seconds = max(self.resume_delay_s, seconds)
         self.log.info("%s; waiting %.1f s (deferred)", message, seconds)
         run.event("phase_waiting", message, {"seconds": seconds})
         self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=seconds)), method_name="resume_after_wait")

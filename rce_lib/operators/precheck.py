@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import Context
 
 from rce_lib.api.models import Sddc
@@ -16,6 +14,7 @@ from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun, in_process_test_run
 from rce_lib.operators.state import at_target
 from rce_lib.operators.steps import Done, Start, Step
+from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
 
 
 class PrecheckOperator(SddcPhaseOperator):
@@ -43,7 +42,16 @@ class PrecheckOperator(SddcPhaseOperator):
         if limit is not None and not in_process_test_run() and not run.admit(limit):
             self.log.info("%d SDDCs of this run are in flight (max_parallel): waiting for a slot", limit)
             self.defer(
-                trigger=TimeDeltaTrigger(timedelta(seconds=self.admission_poll_s)), method_name="execute"
+                trigger=LedgerSlotTrigger(
+                    ledger_url=run.ledger.url,
+                    rollout=self.rollout,
+                    wave=self.wave,
+                    run_id=run.run_id,
+                    limit=limit,
+                    poll_s=self.admission_poll_s,
+                    first_poll_s=self.resume_delay_s,
+                ),
+                method_name="execute",
             )
         run.ledger_phase_started(self.phase)
         return self.advance(run)

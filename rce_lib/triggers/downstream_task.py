@@ -31,6 +31,7 @@ class DownstreamTaskTrigger(BaseTrigger):
         poll_min_s: float = 1.0,
         poll_max_s: float = 30.0,
         started_at: float | None = None,
+        first_poll_s: float = 0.0,
         echo: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -40,6 +41,7 @@ class DownstreamTaskTrigger(BaseTrigger):
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
         self.started_at = started_at if started_at is not None else time.time()
+        self.first_poll_s = first_poll_s
         self.echo = dict(echo or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -52,6 +54,7 @@ class DownstreamTaskTrigger(BaseTrigger):
                 "poll_min_s": self.poll_min_s,
                 "poll_max_s": self.poll_max_s,
                 "started_at": self.started_at,
+                "first_poll_s": self.first_poll_s,
                 "echo": self.echo,
             },
         )
@@ -60,6 +63,9 @@ class DownstreamTaskTrigger(BaseTrigger):
         from rce_lib.hooks.sddc_api import SddcApiAsyncHook
 
         hook = SddcApiAsyncHook(sddc_api_conn_id=self.sddc_api_conn_id, trace_id=self.trace_id)
+        # Not before first_poll_s: a task resumed within seconds of deferring can race the
+        # exit of its own previous workload (the executor then reports a state mismatch).
+        await asyncio.sleep(max(0.0, self.started_at + self.first_poll_s - time.time()))
         while True:
             try:
                 task = await hook.get_task(self.downstream_task_id)

@@ -1,0 +1,1 @@
+"""The Airflow plugin's parts (imported by plugins/rce_plugin.py on the api-server)."""

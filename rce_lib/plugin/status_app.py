@@ -1,0 +1,66 @@
+"""A read-only view of the ledger on Airflow's api-server: where every SDDC stands.
+
+Served under /rce by the plugin in plugins/rce_plugin.py. Every route requires an
+Airflow login (a bearer token or the UI's session cookie), like Airflow's own API.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query
+from fastapi.responses import HTMLResponse
+
+from rce_lib.airflow_support.ledger_conn import get_ledger
+
+COLUMNS = ("wave", "SDDC", "phase", "status", "from", "to", "last error", "updated")
+
+
+def _require_login() -> Any:
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return Depends(get_user)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="rce status", dependencies=[_require_login()])
+
+    @app.get("/progress")
+    def progress(
+        rollout: Annotated[str | None, Query(max_length=128)] = None,
+        wave: Annotated[str | None, Query(max_length=128)] = None,
+        run_id: Annotated[str | None, Query(max_length=250)] = None,
+    ) -> list[dict[str, Any]]:
+        """Every SDDC's progress record, optionally for one rollout, wave or run."""
+        rows = get_ledger().list_progress(rollout=rollout, wave=wave, run_id=run_id)
+        return [row.model_dump(mode="json") for row in rows]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(wave: Annotated[str | None, Query(max_length=128)] = None) -> str:
+        rows = get_ledger().list_progress(wave=wave)
+        cells = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (
+                    r.wave,
+                    r.sddc_id,
+                    r.phase.value,
+                    r.status.value,
+                    r.source_version,
+                    r.target_version,
+                    f"[{r.last_error.code}] {r.last_error.message}" if r.last_error else "",
+                    r.updated_at.isoformat(timespec="seconds"),
+                )
+            )
+            + "</tr>"
+            for r in rows
+        )
+        head = "".join(f"<th>{h}</th>" for h in COLUMNS)
+        return (
+            "<html><head><title>rce status</title></head><body><h2>rce: where every SDDC stands</h2>"
+            f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table></body></html>"
+        )
+
+    return app
