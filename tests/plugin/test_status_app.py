@@ -1,0 +1,57 @@
+"""The /rce status view: needs an Airflow login, then shows the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rce_lib.airflow_support import ledger_conn
+from rce_lib.ledger import Ledger, Phase
+from rce_lib.plugin.status_app import create_app
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
+    url = f"sqlite:///{tmp_path}/rce_ledger.db"
+    monkeypatch.setenv("RCE_LEDGER_URL", url)
+    ledger_conn._ledger_for.cache_clear()
+    ledger = Ledger(url)
+    ledger.phase_started("r", "canary", "sddc-0001", "run-1", Phase.UPGRADE_NSX, target_version="1.26.0")
+    ledger.phase_failed(
+        "r",
+        "canary",
+        "sddc-0002",
+        "run-1",
+        Phase.UPGRADE_HOSTS,
+        code="HOST_DISCONNECTED",
+        message="host <h1> down",
+        retryable=True,
+    )
+    return ledger
+
+
+def test_refuses_requests_without_an_airflow_login(ledger: Ledger) -> None:
+    from airflow.api_fastapi.app import create_auth_manager
+
+    create_auth_manager()  # what the api-server does at start; no users needed to refuse a bad token
+    client = TestClient(create_app())
+    assert client.get("/progress").status_code == 401
+    assert client.get("/", headers={"Authorization": "Bearer not-a-jwt"}).status_code in (401, 403)
+
+
+def test_shows_every_sddc_once_logged_in(ledger: Ledger) -> None:
+    from airflow.api_fastapi.core_api.security import get_user
+
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: object()
+    client = TestClient(app)
+    rows = client.get("/progress", params={"wave": "canary"}).json()
+    assert {(r["sddc_id"], r["phase"], r["status"]) for r in rows} == {
+        ("sddc-0001", "upgrade_nsx", "running"),
+        ("sddc-0002", "upgrade_hosts", "failed"),
+    }
+    page = client.get("/").text
+    assert "sddc-0002" in page and "[HOST_DISCONNECTED] host &lt;h1&gt; down" in page
+    assert client.get("/progress", params={"wave": "x" * 200}).status_code == 422
