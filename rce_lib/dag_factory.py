@@ -150,6 +150,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             task_id="wave_summary",
             rollout=rollout,
             wave=name,
+            dry_run="{{ params.dry_run }}",
             trigger_rule=TriggerRule.ALL_DONE,
             outlets=[promoted_asset(name)],
             retries=0,

@@ -248,7 +248,9 @@ def module_sim_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim
             config_path = base / f"sim-config-{n}.yaml"
             config_path.write_text(yaml.safe_dump(config))
         server = SimServer(
-            args=_args(size, time_scale, seed, token, config_path), state_dir=base / f"sim-state-{n}", token=token
+            args=_args(size, time_scale, seed, token, config_path),
+            state_dir=base / f"sim-state-{n}",
+            token=token,
         )
         started.append(server)
         return server.start()

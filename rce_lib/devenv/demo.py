@@ -163,7 +163,8 @@ def progress_line(tis: list[dict[str, Any]]) -> str:
         index = int(ti.get("map_index", -1))
         if not task_id.startswith("sddc.") or index < 0:
             continue
-        by_sddc.setdefault(index, []).append((task_id.removeprefix("sddc."), str(ti.get("state") or "pending")))
+        state = str(ti.get("state") or "pending")
+        by_sddc.setdefault(index, []).append((task_id.removeprefix("sddc."), state))
     order = ["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
     where: Counter[str] = Counter()
     for tasks in by_sddc.values():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, ClassVar, NoReturn
 
@@ -114,7 +115,7 @@ class SddcPhaseOperator(BaseOperator):
             self.fail(run, reason, message, for_good=False, retryable=bool(event.get("retryable", True)))
         task = Task.model_validate(event["task"])
         self.settle(run, op, host_id, generation, task)
-        return self.advance(run)
+        return self.advance(run, acted=True)
 
     def resume_after_wait(self, context: Context, event: Any = None) -> Any:
         return self.advance(self.open_run(context))
@@ -129,7 +130,9 @@ class SddcPhaseOperator(BaseOperator):
             )
         return PhaseRun.from_context(self, context)
 
-    def advance(self, run: PhaseRun) -> Any:
+    def advance(self, run: PhaseRun, *, acted: bool = False) -> Any:
+        """Step until the phase's goal holds. `acted`: this execution already saw one of its
+        downstream tasks finish, so a goal that now holds is its work, not a skip."""
         for _ in range(self.max_steps):
             try:
                 sddc = run.hook.get_sddc(self.sddc_id)
@@ -139,7 +142,7 @@ class SddcPhaseOperator(BaseOperator):
                 self.fail_from_error(run, err)
             step = self.next_step(run, sddc)
             if isinstance(step, Done):
-                return self.on_done(run, step)
+                return self.on_done(run, replace(step, did_nothing=step.did_nothing and not acted))
             if isinstance(step, Wait):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
@@ -157,6 +160,7 @@ class SddcPhaseOperator(BaseOperator):
             task = self.wait_inline(run, task)
             if task.terminal:
                 self.settle(run, step.op, step.host_id, generation, task)
+                acted = True
                 continue
             self.log.info("%s: waiting for downstream task %s (%s)", step.description, task.id, task.status)
             self.defer(

@@ -46,6 +46,8 @@ class RollbackOperator(SddcPhaseOperator):
             and all(h.version == want.esx and h.state is HostState.CONNECTED for h in sddc.hosts)
         )
         if restored:
+            if run.get_operation("rollback", None) is None:
+                return Done(f"still at {source.version}: nothing to undo", did_nothing=True)
             if sddc.status is not SddcStatus.READY:
                 self.wait(run, 5.0, f"restored to {source.version}, waiting for READY ({sddc.status.value})")
             return Done(f"at {source.version} again")

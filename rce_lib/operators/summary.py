@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 
@@ -15,17 +16,23 @@ class WaveSummaryOperator(BaseOperator):
     """Summarise where every SDDC of the run stands; fail the run if any SDDC failed.
 
     Runs with trigger rule `all_done`, so it reports even when SDDCs failed. The
-    run succeeds only when every SDDC of the cohort reached the target.
+    run succeeds only when every SDDC of the cohort reached the target. A dry run
+    ends SKIPPED: it upgraded nothing, so it must not emit the wave's promoted
+    asset (its outlet), which would start the `after:` waves for real.
     """
 
+    template_fields: Sequence[str] = ("preview",)
     ui_color = "#e7f7e7"
 
-    def __init__(self, *, rollout: str, wave: str, **kwargs: Any) -> None:
+    def __init__(self, *, rollout: str, wave: str, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rollout = rollout
         self.wave = wave
+        self.preview = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if str(self.preview).strip().lower() in ("1", "true", "yes", "on"):
+            raise AirflowSkipException("dry run: nothing was upgraded, the wave is not promoted")
         run_id = str(context["run_id"])
         cohort = context["ti"].xcom_pull(task_ids="resolve_cohort")
         if cohort is None:

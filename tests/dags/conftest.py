@@ -93,6 +93,9 @@ def _make_factory(template: Path, base: Path) -> WaveAirflowFactory:
         root.mkdir(parents=True)
         home = root / "home"
         shutil.copytree(template, home, ignore=shutil.ignore_patterns("logs"))
+        # airflow.cfg spells out the template's paths (sql_alchemy_conn, logs, dags): point them here
+        cfg = home / "airflow.cfg"
+        cfg.write_text(cfg.read_text().replace(str(template), str(home)))
         plan_path = root / "rollout.yaml"
         plan_path.write_text(plan_yaml)
         local = LocalAirflow(

@@ -1,25 +1,31 @@
 """The wave DAG end to end under `airflow dags test` (a subprocess, as the README documents it),
 against the fleet simulator running as a real process.
 
-Each test gets its own copy of a migrated AIRFLOW_HOME (so its own ledger) and a fresh
-simulator; each scenario uses its own wave of a small plan, so runs stay short: an
-`airflow dags test` task instance costs ~0.3-0.5 s here and every deferral re-runs it.
-The simulator runs at time scale 60000 (a host upgrade takes 20 ms) so that most
-downstream tasks are finished by the time the trigger first polls.
+Each scenario gets its own copy of a migrated AIRFLOW_HOME (so its own metadata DB and
+ledger), its own simulator and its own wave of a small plan. They are independent, so
+the `runs` fixture runs them a few at a time; the tests then assert on the outcome.
+Runs stay short: an `airflow dags test` process costs several seconds to start and
+~0.3-0.5 s per task instance run, so cohorts are small and the simulator runs at time
+scale 60000 (a host upgrade takes 20 ms): downstream tasks end within the phase's
+inline wait instead of deferring.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import pytest
 
 from rce_lib.ledger.models import Phase, Status
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TARGET = "1.26.0"
 SOURCE = "1.25.0"
@@ -58,7 +64,14 @@ waves:
     size: 1
 """
 
-MUTATING_TYPES = ("PRECHECK", "SNAPSHOT", "UPGRADE_VCENTER", "UPGRADE_NSX", "HOST_MAINTENANCE", "UPGRADE_HOST")
+MUTATING_TYPES = (
+    "PRECHECK",
+    "SNAPSHOT",
+    "UPGRADE_VCENTER",
+    "UPGRADE_NSX",
+    "HOST_MAINTENANCE",
+    "UPGRADE_HOST",
+)
 
 
 # ------------------------------------------------------------------ helpers
@@ -98,29 +111,101 @@ def _assert_at_release(sddc: dict[str, Any], release: dict[str, Any]) -> None:
         assert host["state"] == "CONNECTED", host
 
 
+def _promotions(af: Any, wave: str) -> list[str]:
+    """Runs that emitted the wave's promoted asset (Airflow's asset_event table)."""
+    with sqlite3.connect(af.home / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT ae.source_run_id FROM asset_event ae JOIN asset a ON a.id = ae.asset_id"
+            " WHERE a.name = ? ORDER BY ae.id",
+            (f"rce_wave_{wave}_promoted",),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _api_requests(sim: Any) -> int:
+    """Contract API requests the simulator served (its /sim/ admin routes left out)."""
+    return sum(r["count"] for r in sim.counters()["requests"] if r["route"].startswith("/api/"))
+
+
 def _assert_clean_counters(sim: Any) -> None:
     counters = sim.counters()
     assert counters["duplicate_starts"]["count"] == 0, counters["duplicate_starts"]
     assert counters["retry_after_violations"]["count"] == 0, counters["retry_after_violations"]
 
 
+# ------------------------------------------------------------------ the runs
+
+INVALID_CONFS: dict[str, tuple[dict[str, Any], str]] = {
+    "short-version": ({"target_version": "1.26"}, "target_version"),
+    "path-version": ({"target_version": "../x"}, "target_version"),
+    "path-id": ({"sddc_ids": ["../etc"]}, "sddc_ids"),
+    "uppercase-id": ({"sddc_ids": ["SDDC-0004"]}, "sddc_ids"),
+    "parallel-zero": ({"max_parallel": 0}, "max_parallel"),
+    "parallel-above-plan": ({"max_parallel": 3}, "max_parallel"),  # the guarded wave's plan says 2
+}
+
+# name -> (wave, conf, faults injected before the run); longest first
+SCENARIOS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "sick": ("sick", {}, {"unhealthy_release": TARGET}),
+    "happy": ("happy", {}, {}),
+    "faulty": (
+        "faulty",
+        {},
+        {"fail_sddc_ids": ["sddc-0004"], "fail_task_types": ["UPGRADE_NSX"], "task_failure_retryable": False},
+    ),
+    "preview": ("preview", {"dry_run": True}, {}),
+    **{f"invalid-{name}": ("guarded", conf, {}) for name, (conf, _) in INVALID_CONFS.items()},
+}
+CONCURRENT_RUNS = 3  # independent runs (own simulator, own AIRFLOW_HOME) share the 2 cores
+
+
+@dataclass
+class Run:
+    sim: Any
+    af: Any
+    before: dict[str, dict[str, Any]]
+    proc: subprocess.CompletedProcess[str] | None = None
+
+
+@pytest.fixture(scope="module")
+def runs(module_sim_factory: Any, module_wave_airflow: Any) -> dict[str, Run]:
+    """Every scenario run once, a few at a time, each on its own simulator and Airflow home."""
+    prepared: dict[str, Run] = {}
+    for name, (_, _, faults) in SCENARIOS.items():
+        sim = module_sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
+        if faults:
+            sim.faults(**faults)
+        prepared[name] = Run(sim=sim, af=module_wave_airflow(sim, PLAN), before=_fleet(sim))
+
+    def run(name: str) -> None:
+        wave, conf, _ = SCENARIOS[name]
+        prepared[name].proc = prepared[name].af.dags_test(wave, conf)
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_RUNS) as pool:
+        for future in [pool.submit(run, name) for name in SCENARIOS]:
+            future.result()
+    return prepared
+
+
+def _fleet(sim: Any) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in sim.state()["sddcs"]}
+
+
 # ------------------------------------------------------------------ a. happy path
 
 
 @pytest.fixture(scope="module")
-def happy(module_sim_factory: Any, module_wave_airflow: Any) -> dict[str, Any]:
-    """One full run of the `happy` wave, and what the simulator saw right after it."""
-    sim = module_sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
-    af = module_wave_airflow(sim, PLAN)
-    before = sim.state()
-    proc = af.dags_test("happy")
+def happy(runs: dict[str, Run]) -> dict[str, Any]:
+    """The `happy` wave's run, and what the simulator saw right after it."""
+    run = runs["happy"]
     return {
-        "sim": sim,
-        "af": af,
-        "proc": proc,
-        "before": {s["id"]: s for s in before["sddcs"]},
-        "tasks": {sddc_id: _tasks(sim, sddc_id) for sddc_id in HAPPY_IDS},
-        "counters": sim.counters(),
+        "sim": run.sim,
+        "af": run.af,
+        "proc": run.proc,
+        "before": run.before,
+        "tasks": {sddc_id: _tasks(run.sim, sddc_id) for sddc_id in HAPPY_IDS},
+        "counters": run.sim.counters(),
+        "promotions": _promotions(run.af, "happy"),
     }
 
 
@@ -181,7 +266,7 @@ def test_happy_wave_calls_the_api_in_contract_order(happy: dict[str, Any]) -> No
         for host_id, seq in by_host.items():
             # enter maintenance < upgrade < exit maintenance, each started after the previous ended
             assert [t["type"] for t in seq] == ["HOST_MAINTENANCE", "UPGRADE_HOST", "HOST_MAINTENANCE"], seq
-            for earlier, later in zip(seq, seq[1:], strict=False):
+            for earlier, later in pairwise(seq):
                 assert _ts(later["created_at"]) >= _ts(earlier["updated_at"]), (earlier, later)
             windows[hosts[host_id]["cluster_id"]].append(
                 (_ts(seq[0]["created_at"]), _ts(seq[-1]["updated_at"]), host_id)
@@ -189,7 +274,7 @@ def test_happy_wave_calls_the_api_in_contract_order(happy: dict[str, Any]) -> No
         # within a cluster, maintenance windows never overlap
         for cluster, spans in windows.items():
             spans.sort()
-            for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+            for (_, end, first), (start, _, second) in pairwise(spans):
                 assert start >= end, f"{cluster}: {second} entered maintenance before {first} left it"
 
 
@@ -203,7 +288,9 @@ def test_happy_wave_ledger_shows_every_member_done(happy: dict[str, Any]) -> Non
         assert progress.snapshot_id, progress
         started = ledger.events(rollout=ROLLOUT, wave="happy", sddc_id=sddc_id, kinds=["task_started"])
         slots = sorted((e.phase.value if e.phase else "", e.data["host_id"]) for e in started)
-        expected = [(p.value, "") for p in (Phase.PRECHECK, Phase.SNAPSHOT, Phase.UPGRADE_VCENTER, Phase.UPGRADE_NSX)]
+        expected = [
+            (p.value, "") for p in (Phase.PRECHECK, Phase.SNAPSHOT, Phase.UPGRADE_VCENTER, Phase.UPGRADE_NSX)
+        ]
         expected += [
             (Phase.UPGRADE_HOSTS.value, f"{host['id']}/{action}")
             for host in happy["before"][sddc_id]["hosts"]
@@ -211,6 +298,11 @@ def test_happy_wave_ledger_shows_every_member_done(happy: dict[str, Any]) -> Non
         ]
         assert slots == sorted(expected), sddc_id  # each operation started exactly once
     assert ledger.active_claims() == {}
+
+
+def test_happy_wave_emits_its_promoted_asset_once(happy: dict[str, Any]) -> None:
+    assert happy["proc"].returncode == 0, _output(happy["proc"])
+    assert len(happy["promotions"]) == 1
 
 
 def test_second_run_of_a_finished_wave_changes_nothing(happy: dict[str, Any]) -> None:
@@ -231,10 +323,9 @@ def test_second_run_of_a_finished_wave_changes_nothing(happy: dict[str, Any]) ->
 # ------------------------------------------------------------------ b. dry run
 
 
-def test_dry_run_previews_the_cohort_and_changes_nothing(sim_factory: Any, wave_airflow: Any) -> None:
-    sim = sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
-    af = wave_airflow(sim, PLAN)
-    proc = af.dags_test("preview", {"dry_run": True})
+def test_dry_run_previews_the_cohort_and_changes_nothing(runs: dict[str, Run]) -> None:
+    sim, af, proc = runs["preview"].sim, runs["preview"].af, runs["preview"].proc
+    assert proc is not None
     assert proc.returncode == 0, _output(proc)
     assert sim.counters()["mutating_calls"] == 0
     ledger = af.ledger()
@@ -243,34 +334,24 @@ def test_dry_run_previews_the_cohort_and_changes_nothing(sim_factory: Any, wave_
     assert [m["sddc_id"] for m in previews[0].data["members"]] == ["sddc-0002", "sddc-0001", "sddc-0003"]
     assert ledger.list_progress(rollout=ROLLOUT, wave="preview") == []
     assert ledger.active_claims() == {}
+    # a preview must not promote the wave: that would start its after: waves for real
+    assert _promotions(af, "preview") == []
 
 
 # ------------------------------------------------------------------ c. invalid params
 
 
-@pytest.mark.parametrize(
-    ("conf", "param"),
-    [
-        ({"target_version": "1.26"}, "target_version"),
-        ({"target_version": "../x"}, "target_version"),
-        ({"sddc_ids": ["../etc"]}, "sddc_ids"),
-        ({"sddc_ids": ["SDDC-0004"]}, "sddc_ids"),
-        ({"max_parallel": 0}, "max_parallel"),
-        ({"max_parallel": 3}, "max_parallel"),  # the guarded wave's plan says 2
-    ],
-    ids=["short-version", "path-version", "path-id", "uppercase-id", "parallel-zero", "parallel-above-plan"],
-)
-def test_invalid_params_are_refused_before_any_task_runs(
-    sim_factory: Any, wave_airflow: Any, conf: dict[str, Any], param: str
-) -> None:
-    sim = sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
-    af = wave_airflow(sim, PLAN)
-    proc = af.dags_test("guarded", conf)
+@pytest.mark.parametrize("case", list(INVALID_CONFS))
+def test_invalid_params_are_refused_before_any_task_runs(runs: dict[str, Run], case: str) -> None:
+    run = runs[f"invalid-{case}"]
+    sim, af, proc = run.sim, run.af, run.proc
+    param = INVALID_CONFS[case][1]
+    assert proc is not None
     assert proc.returncode != 0, _output(proc)
     out = (proc.stdout or "") + (proc.stderr or "")
     assert "ParamValidationError" in out and param in out, _output(proc)
     assert sim.counters()["mutating_calls"] == 0
-    assert sim.counters()["requests_total"] == 0  # not even resolve_cohort's reads
+    assert _api_requests(sim) == 0  # not even resolve_cohort's reads: no task ran
     ledger_file = af.home / "rce_ledger.db"
     if ledger_file.exists():
         assert af.ledger().events(rollout=ROLLOUT) == []
@@ -279,11 +360,10 @@ def test_invalid_params_are_refused_before_any_task_runs(
 # ------------------------------------------------------------------ d. downstream failure -> rollback
 
 
-def test_failed_nsx_upgrade_rolls_that_sddc_back(sim_factory: Any, wave_airflow: Any) -> None:
-    sim = sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
-    af = wave_airflow(sim, PLAN)
-    sim.faults(fail_sddc_ids=["sddc-0004"], fail_task_types=["UPGRADE_NSX"], task_failure_retryable=False)
-    proc = af.dags_test("faulty")
+def test_failed_nsx_upgrade_rolls_that_sddc_back(runs: dict[str, Run]) -> None:
+    """fail_sddc_ids + fail_task_types: sddc-0004's UPGRADE_NSX task ends FAILED, not retryable."""
+    sim, af, proc = runs["faulty"].sim, runs["faulty"].af, runs["faulty"].proc
+    assert proc is not None
     assert proc.returncode != 0, _output(proc)
     assert "WAVE_INCOMPLETE" in proc.stdout + proc.stderr, _output(proc)
 
@@ -302,17 +382,18 @@ def test_failed_nsx_upgrade_rolls_that_sddc_back(sim_factory: Any, wave_airflow:
     verdicts = ledger.events(rollout=ROLLOUT, wave="faulty", sddc_id="sddc-0004", kinds=["phase_verdict"])
     assert [(e.phase, e.data["code"]) for e in verdicts] == [(Phase.UPGRADE_NSX, "UPGRADE_FAILED")]
     assert ledger.active_claims() == {}
+    assert _promotions(af, "faulty") == []  # a failed wave does not start its after: waves
 
 
 # ------------------------------------------------------------------ e. unhealthy release -> rollback
 
 
-def test_unhealthy_release_fails_postcheck_and_rolls_back(sim_factory: Any, wave_airflow: Any) -> None:
-    sim = sim_factory(size=FLEET_SIZE, time_scale=TIME_SCALE)
-    af = wave_airflow(sim, PLAN)
-    sim.faults(unhealthy_release=TARGET)
-    proc = af.dags_test("sick")
+def test_unhealthy_release_fails_postcheck_and_rolls_back(runs: dict[str, Run]) -> None:
+    """unhealthy_release: every SDDC at 1.26.0 reports UNHEALTHY health."""
+    sim, af, proc = runs["sick"].sim, runs["sick"].af, runs["sick"].proc
+    assert proc is not None
     assert proc.returncode != 0, _output(proc)
+    assert "WAVE_INCOMPLETE" in proc.stdout + proc.stderr, _output(proc)
 
     _assert_at_release(sim.sddc("sddc-0005"), _release(sim, SOURCE))
     _assert_clean_counters(sim)
@@ -324,5 +405,8 @@ def test_unhealthy_release_fails_postcheck_and_rolls_back(sim_factory: Any, wave
     assert progress is not None and progress.status is Status.ROLLED_BACK, progress
     verdicts = ledger.events(rollout=ROLLOUT, wave="sick", sddc_id="sddc-0005", kinds=["phase_verdict"])
     assert [(e.phase, e.data["reason"]) for e in verdicts] == [(Phase.POSTCHECK, "POSTCHECK_UNHEALTHY")]
-    unhealthy = ledger.events(rollout=ROLLOUT, wave="sick", sddc_id="sddc-0005", kinds=["postcheck_unhealthy"])
+    unhealthy = ledger.events(
+        rollout=ROLLOUT, wave="sick", sddc_id="sddc-0005", kinds=["postcheck_unhealthy"]
+    )
     assert len(unhealthy) == 3  # health_checks: judged three times before failing
+    assert _promotions(af, "sick") == []
