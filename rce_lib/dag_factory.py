@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, TriggerRule, task_group
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
+from rce_lib.operators.admission import AdmitOperator
 from rce_lib.operators.cohort import ResolveCohortOperator
 from rce_lib.operators.components import NsxUpgradeOperator, VcenterUpgradeOperator
 from rce_lib.operators.hosts import HostsUpgradeOperator
@@ -123,12 +124,16 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
+            admit = AdmitOperator(
+                task_id="admit",
+                sddc_id=sddc_id,
+                rollout=rollout,
+                wave=name,
+                max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
+                map_index_template="{{ task.sddc_id }}",
+            )
             phases = [
-                PrecheckOperator(
-                    task_id="precheck",
-                    max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
-                    **common,
-                ),
+                PrecheckOperator(task_id="precheck", **common),
                 SnapshotOperator(task_id="snapshot", **common),
                 VcenterUpgradeOperator(task_id="upgrade_vcenter", **common),
                 NsxUpgradeOperator(task_id="upgrade_nsx", **common),
@@ -141,6 +146,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 ),
             ]
             rollback = RollbackOperator(task_id="rollback", trigger_rule=TriggerRule.ONE_FAILED, **common)
+            admit >> phases[0]
             for upstream, downstream in pairwise(phases):
                 upstream >> downstream
             phases >> rollback

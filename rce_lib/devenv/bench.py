@@ -21,11 +21,11 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -41,6 +41,14 @@ WAVE = "bench"
 SOURCE_VERSION = "1.25.0"
 TARGET_VERSION = "1.26.0"
 MARKER = ".rce-bench-home"
+T = TypeVar("T")
+
+# airflow standalone keeps its metadata in SQLite. Under a 100-SDDC wave on a small machine
+# writers wait for each other longer than sqlite3's default 5 s busy timeout, and a
+# "database is locked" kills the triggerer for good (standalone does not restart it):
+# every deferred task then waits forever. Airflow imports these by dotted path.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 120}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": 120}
 
 # The per-SDDC task chain the engine runs, by service (see rce_lib/api/services.py).
 VCENTER_CHAIN = ("PRECHECK", "SNAPSHOT", "UPGRADE_VCENTER")
@@ -191,6 +199,9 @@ def register(subparsers: Any) -> None:
     )
     bench.add_argument("--seed", type=int, default=42, help="fleet seed (default 42)")
     bench.add_argument(
+        "--max-parallel", type=int, default=None, help="the wave's max_parallel (default: N, all at once)"
+    )
+    bench.add_argument(
         "--home", type=Path, default=None, help="fresh AIRFLOW_HOME (default var/bench/run-<N>-<time>)"
     )
     bench.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
@@ -238,7 +249,7 @@ def _write_inputs(home: Path, n: int, args: argparse.Namespace) -> tuple[Path, P
         "rollout": f"bench-{n}",
         "release": TARGET_VERSION,
         "defaults": {
-            "max_parallel": n,
+            "max_parallel": args.max_parallel or n,
             "max_fail_percentage": 100,
             "bake_seconds": 0,
             "gate": {"max_error_rate": 0.05, "max_p95_latency_ms": 800},
@@ -250,7 +261,7 @@ def _write_inputs(home: Path, n: int, args: argparse.Namespace) -> tuple[Path, P
                 "selector": {"versions": [SOURCE_VERSION]},
                 "size": n,
                 "canary_size": 0,
-                "max_parallel": n,
+                "max_parallel": args.max_parallel or n,
             }
         ],
     }
@@ -304,7 +315,11 @@ def run_bench(args: argparse.Namespace) -> int:
             home=home,
             sim_url=sim_url,
             sim_token=BENCH_TOKEN,
-            extra_env={"RCE_ROLLOUT_PLAN": str(plan_path)},
+            extra_env={
+                "RCE_ROLLOUT_PLAN": str(plan_path),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
+            },
         )
         print("migrating the Airflow DB, importing the bench pools ...", flush=True)
         local.prepare()
@@ -329,8 +344,8 @@ def run_bench(args: argparse.Namespace) -> int:
         cpu1, procs = session_cpu_seconds(standalone.pid)
         sim_cpu1, _ = session_cpu_seconds(sim.pid)
         counters = sim_client.get("/sim/counters")
-        tis = rest.task_instances(dag_id, run_id)
-        run = rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        tis = _patient(lambda: rest.task_instances(dag_id, run_id))
+        run = _patient(lambda: rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
         fleet = sim_client.get("/sim/state")
         cohort = sorted(
             {
@@ -388,23 +403,57 @@ def _check_pools(rest: AirflowRest, slots: Mapping[str, int]) -> None:
 
 
 def _wait(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float) -> str:
+    """Poll the run (every 5 s; progress every 30 s). Light on purpose: the bench's own reads
+    load the same SQLite-backed api-server the run needs."""
     deadline = time.monotonic() + timeout
     last_line, last_print = "", 0.0
     state = "queued"
+    unhealthy = 0
     while time.monotonic() < deadline:
-        state = rest.run_state(dag_id, run_id)
+        state = _patient(lambda: rest.run_state(dag_id, run_id))
         if state in ("success", "failed"):
             return state
         now = time.monotonic()
-        if now - last_print >= 15:
+        if now - last_print >= 30:
+            unhealthy = _watchdog(rest, unhealthy)
             # label by map index: rendered_map_index is empty until a task of the group ran
-            tis = [{**ti, "rendered_map_index": None} for ti in rest.task_instances(dag_id, run_id)]
+            tis = [
+                {**ti, "rendered_map_index": None}
+                for ti in _patient(lambda: rest.task_instances(dag_id, run_id))
+            ]
             line = progress_line(tis)
-            if line != last_line or now - last_print >= 60:
+            if line != last_line or now - last_print >= 120:
                 print(f"[{time.strftime('%H:%M:%S')}] {state:<8} {line}", flush=True)
                 last_line, last_print = line, now
-        time.sleep(2)
+        time.sleep(5)
     raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
+
+
+def _watchdog(rest: AirflowRest, unhealthy: int) -> int:
+    """Give up when the scheduler or triggerer stays unhealthy (standalone never restarts them)."""
+    health = _patient(lambda: rest.request("GET", "/monitor/health"))
+    bad = [c for c in ("scheduler", "triggerer") if (health.get(c) or {}).get("status") != "healthy"]
+    if not bad:
+        return 0
+    if unhealthy + 1 >= 4:
+        raise RuntimeError(
+            f"airflow {', '.join(bad)} unhealthy for 2 minutes (see logs/standalone.log): {health}"
+        )
+    return unhealthy + 1
+
+
+def _patient(call: Callable[[], T], tries: int = 12, pause: float = 5.0) -> T:
+    """Retry a read of the Airflow API: under load, standalone's SQLite answers 500
+    ("database is locked") or times out now and then."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except (RuntimeError, OSError) as err:  # requests' errors are OSErrors
+            if attempt == tries - 1:
+                raise
+            print(f"  (Airflow API read failed, retrying: {str(err)[:120]})", file=sys.stderr, flush=True)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 class _SimClient:
@@ -599,7 +648,7 @@ class _Table:
 
     def render(self) -> str:
         width = max(len(k) for k, _ in self.rows)
-        line = "=" * (width + 2 + max(len(v) for _, v in self.rows))
+        line = "=" * min(110, width + 2 + max(len(v) for _, v in self.rows))
         body = [f"{k:<{width}}  {v}" if v else k for k, v in self.rows]
         return "\n".join([line, *body, line])
 

@@ -165,7 +165,7 @@ def progress_line(tis: list[dict[str, Any]]) -> str:
             continue
         state = str(ti.get("state") or "pending")
         by_sddc.setdefault(index, []).append((task_id.removeprefix("sddc."), state))
-    order = ["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
+    order = ["admit", "precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
     where: Counter[str] = Counter()
     for tasks in by_sddc.values():
         states = dict(tasks)

@@ -29,6 +29,7 @@ PLAN_FILE = REPO / "include" / "rollout.yaml"
 POOLS_FILE = REPO / "include" / "pools.json"
 AIRFLOW_DEFAULT_POOL = "default_pool"  # created by `airflow db migrate`, not by pools.json
 PHASE_TASKS = (
+    "admit",
     "precheck",
     "snapshot",
     "upgrade_vcenter",
@@ -83,7 +84,11 @@ def test_every_task_pool_exists(bag: DagBag, pools: set[str]) -> None:
     for dag in bag.dags.values():
         for task in dag.tasks:
             assert task.pool in pools | {AIRFLOW_DEFAULT_POOL}, (dag.dag_id, task.task_id, task.pool)
-            if task.task_id.startswith("sddc."):
+            if task.task_id == "sddc.admit":
+                # waiting for an in-flight slot must hold no service slot (else waiting SDDCs
+                # could fill the pool the admitted ones need: a deadlock)
+                assert task.pool == AIRFLOW_DEFAULT_POOL, (dag.dag_id, task.pool)
+            elif task.task_id.startswith("sddc."):
                 # every task that talks to the fleet per SDDC is capped by its service's pool
                 assert task.pool in POOL_FOR_SERVICE.values(), (dag.dag_id, task.task_id, task.pool)
 

@@ -151,7 +151,7 @@ def test_nsx_at_target_is_done(run: FakeRun) -> None:
 
 
 def precheck_op() -> PrecheckOperator:
-    return PrecheckOperator(task_id="precheck", max_parallel=2, **phase_kwargs())
+    return PrecheckOperator(task_id="precheck", **phase_kwargs())
 
 
 def test_precheck_sddc_at_target_is_done(run: FakeRun) -> None:
