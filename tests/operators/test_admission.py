@@ -22,9 +22,7 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
 
 
 def admit(sddc_id: str, max_parallel: int | str | None = 2) -> AdmitOperator:
-    return AdmitOperator(
-        task_id=f"admit_{sddc_id}", sddc_id=sddc_id, rollout="r", wave="w", max_parallel=max_parallel
-    )
+    return AdmitOperator(task_id="admit", sddc_id=sddc_id, rollout="r", wave="w", max_parallel=max_parallel)
 
 
 def test_admits_up_to_max_parallel_then_defers_on_the_ledger(ledger: Ledger) -> None:
