@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
+from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import SDDC_ID_RE
 from rce_lib.operators.runtime import in_process_test_run
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
@@ -50,7 +51,7 @@ class AdmitOperator(BaseOperator):
     def execute(self, context: Context, event: Any = None) -> str:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):
             raise AirflowFailException(f"[INVALID_IDENTIFIER] SDDC id {self.sddc_id!r} is not valid")
-        limit = int(self.max_parallel) if self.max_parallel not in (None, "", "None") else None
+        limit = as_int(self.max_parallel)
         if limit is None:
             return "no in-flight limit"
         if in_process_test_run():

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
+from rce_lib.airflow_support.rendered import as_bool, as_int, as_str_list
 from rce_lib.api.models import VERSION_RE
 from rce_lib.api.tracing import trace_id_for
 from rce_lib.errors import ApiError, RceError
@@ -85,21 +86,25 @@ class ResolveCohortOperator(BaseOperator):
             if (holder.rollout, holder.wave) != (self.rollout, self.wave)
         }
         try:
+            only, limit = as_str_list(self.sddc_ids), as_int(self.max_parallel)
+        except (ValueError, SyntaxError) as err:
+            raise AirflowFailException(f"[INVALID_PARAMS] sddc_ids or max_parallel: {err}") from err
+        try:
             cohort = select_cohort(
                 wave,
                 inventory,
                 upgrade_from=release.upgrade_from,
                 target_version=self.target_version,
                 claimed=claims,
-                sddc_ids=_as_list(self.sddc_ids),
-                max_parallel=_as_int(self.max_parallel),
+                sddc_ids=only,
+                max_parallel=limit,
             )
         except RceError as err:
             raise AirflowFailException(str(err)) from err
         self.log.info("cohort:\n%s", cohort.summary())
         for item in cohort.excluded:
             self.log.info("excluded %s: %s %s", item.sddc_id, item.reason.value, item.detail)
-        if _truthy(self.preview):
+        if as_bool(self.preview):
             self.log.info("dry run: nothing claimed, no SDDC is touched")
             ledger.append_event(
                 rollout=self.rollout,
@@ -161,26 +166,3 @@ def _enroll(
     ledger.upsert_progress(
         rollout, wave, sddc_id, run_id, event="enrolled", message=f"enrolled for {target}", **changes
     )
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _as_int(value: Any) -> int | None:
-    if value in (None, "", "None"):
-        return None
-    return int(value)
-
-
-def _as_list(value: Any) -> list[str] | None:
-    if value in (None, "", "None"):
-        return None
-    if isinstance(value, str):
-        import json
-
-        parsed = json.loads(value.replace("'", '"'))
-        return [str(v) for v in parsed] or None
-    return [str(v) for v in value] or None

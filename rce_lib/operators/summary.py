@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
+from rce_lib.airflow_support.rendered import as_bool
 
 
 class WaveSummaryOperator(BaseOperator):
@@ -31,7 +32,7 @@ class WaveSummaryOperator(BaseOperator):
         self.preview = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if str(self.preview).strip().lower() in ("1", "true", "yes", "on"):
+        if as_bool(self.preview):
             raise AirflowSkipException("dry run: nothing was upgraded, the wave is not promoted")
         run_id = str(context["run_id"])
         cohort = context["ti"].xcom_pull(task_ids="resolve_cohort")
