@@ -382,7 +382,7 @@ class Ledger:
         host_id: str = "",
         generation: int,
         task_id: str,
-        key: str,
+        key: str | None,
         status: str,
         run_id: str,
         kind: str = EventKind.TASK_STARTED,
@@ -390,7 +390,9 @@ class Ledger:
     ) -> Operation:
         """Record the downstream task of a generation (and in the progress record, if any).
 
-        Raises StaleGeneration if the slot has moved to another generation meanwhile."""
+        `key` None keeps the slot's recorded Idempotency-Key (an observation of a task
+        started earlier). Raises StaleGeneration if the slot has moved to another
+        generation meanwhile."""
         phase = Phase(phase)
         pkey = (rollout, wave, sddc_id, phase.value, host_id)
         now = self._clock()
@@ -401,11 +403,10 @@ class Ledger:
                     f"{'/'.join(pkey)}: task {task_id} is for generation {generation}, "
                     f"the ledger is at {current.generation}"
                 )
-            conn.execute(
-                update(schema.operations)
-                .where(_operation_key(*pkey))
-                .values(task_id=task_id, idempotency_key=key, status=status, updated_at=now)
-            )
+            values: dict[str, Any] = {"task_id": task_id, "status": status, "updated_at": now}
+            if key is not None:
+                values["idempotency_key"] = key
+            conn.execute(update(schema.operations).where(_operation_key(*pkey)).values(**values))
             self._set_progress_task(conn, now, rollout, wave, sddc_id, run_id, phase, host_id, task_id)
             data = {"host_id": host_id, "task_id": task_id, "generation": generation, "status": status}
             _insert_event(conn, now, rollout, wave, sddc_id, run_id, kind, phase, message, data)

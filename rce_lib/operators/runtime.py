@@ -121,14 +121,13 @@ class PhaseRun:
         self, op: str, host_id: str | None, generation: int, task: Task, key: str | None, outcome: str
     ) -> None:
         phase, slot = _slot(op, host_id)
-        current = self.ledger.get_operation(*self._ids, phase, host_id=slot)
         self.ledger.record_operation_task(
             *self._ids,
             phase,
             host_id=slot,
             generation=generation,
             task_id=task.id,
-            key=key or (current.idempotency_key if current and current.idempotency_key else ""),
+            key=key,
             status=task.status.value,
             run_id=self.run_id,
             kind=OUTCOME_EVENT.get(outcome, f"task_{outcome}"),
@@ -190,7 +189,7 @@ class PhaseRun:
     def admit(self, limit: int) -> bool:
         return self.ledger.admit(*self._ids, self.run_id, limit)
 
-    def set_snapshot(self, snapshot_id: str, *, source_version: str | None) -> None:
+    def set_snapshot(self, snapshot_id: str) -> None:
         self.ledger.set_snapshot(*self._ids, self.run_id, snapshot_id)
 
     def has_verdict(self, progress: Progress) -> bool:

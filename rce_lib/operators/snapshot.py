@@ -37,4 +37,4 @@ class SnapshotOperator(SddcPhaseOperator):
             self.fail(
                 run, Reason.CONTRACT_VIOLATION, f"snapshot task {task.id} succeeded without a snapshot_id"
             )
-        run.set_snapshot(snapshot_id, source_version=run.source_version_hint)
+        run.set_snapshot(snapshot_id)
