@@ -13,16 +13,19 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, TriggerRule, task_group
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
+from rce_lib.api.services import POOL_FOR_SERVICE
 from rce_lib.operators.admission import AdmitOperator
-from rce_lib.operators.cohort import ResolveCohortOperator
+from rce_lib.operators.approval import PromotionApprovalOperator
+from rce_lib.operators.cohort import CohortSliceOperator, ResolveCohortOperator
 from rce_lib.operators.components import NsxUpgradeOperator, VcenterUpgradeOperator
 from rce_lib.operators.hosts import HostsUpgradeOperator
 from rce_lib.operators.postcheck import PostcheckOperator
 from rce_lib.operators.precheck import PrecheckOperator
-from rce_lib.operators.rollback import RollbackOperator
+from rce_lib.operators.rollback import CanaryRollbackOperator, RollbackOperator
 from rce_lib.operators.snapshot import SnapshotOperator
 from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.plan.model import RolloutPlan, Wave
+from rce_lib.sensors.canary_gate import CanaryGateSensor
 
 START_DATE = datetime(2026, 1, 1)
 MAX_COHORT_IDS = 1000
@@ -67,17 +70,30 @@ def wave_params(wave: Wave) -> dict[str, Param]:
 
 
 def _doc(plan: RolloutPlan, wave: Wave) -> str:
+    approval = (
+        f"then a human approves (timeout {wave.approval.timeout_seconds} s: {wave.approval.on_timeout}), "
+        if wave.approval
+        else ""
+    )
     return f"""
 ### Wave `{wave.name}` of rollout `{plan.rollout}`
 
 Upgrades the SDDCs selected by the plan to **{wave.release}** (or the `target_version` you give):
 `resolve_cohort` picks them from the live inventory (skipping SDDCs already at the target,
-on a blocked upgrade path, or claimed by another wave), then one task group per SDDC runs
-precheck → snapshot → upgrade_vcenter → upgrade_nsx → upgrade_hosts → postcheck, and
-`rollback` restores the snapshot if a phase failed for good.
+on a blocked upgrade path, or claimed by another wave). Its first {wave.canary_size} SDDC(s) are the
+**canary slice** (group `canary`); `canary_gate` bakes {wave.bake_seconds} s, then judges them on
+failures, health, phase latency and a statistical comparison with SDDCs not yet upgraded;
+{approval}only on PASS does the rest (group `bulk`) run. On FAIL, `canary_rollback` restores the
+canary slice from its snapshots and nothing else is touched. Each SDDC runs precheck → snapshot →
+upgrade_vcenter → upgrade_nsx → upgrade_hosts → postcheck; `rollback` restores it if a phase
+failed for good. Once more than {wave.max_fail_percentage:g}% of the cohort failed, no new SDDC starts
+(ERROR_BUDGET_EXHAUSTED). A run that ends within that budget emits `rce://waves/{wave.name}/promoted`.
 
 **Resume:** clear the failed task (or the whole SDDC group) in the grid. Every phase first reads
 the SDDC's real state, skips what is already done and re-attaches to work still running.
+
+**Kill switch:** set the Variable `rce_kill_switch` (every wave) or `rce_kill_switch_{wave.name}`:
+no new phase starts; delete it and clear the failed tasks to resume.
 
 Size {wave.size}, canary {wave.canary_size}, max_parallel {wave.max_parallel},
 max_fail_percentage {wave.max_fail_percentage}, schedule `{wave.schedule or "manual"}`.
@@ -121,6 +137,11 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             plan_path=plan_path,
         )
 
+        canary_slice = CohortSliceOperator(task_id="canary_slice", slice_name="canary")
+        bulk_slice = CohortSliceOperator(task_id="bulk_slice", slice_name="bulk")
+        cohort >> [canary_slice, bulk_slice]
+        canary_ids, bulk_ids = canary_slice.output, bulk_slice.output
+
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
@@ -130,6 +151,8 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 rollout=rollout,
                 wave=name,
                 max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
+                max_fail_percentage=wave.max_fail_percentage,
+                cohort_size="{{ ti.xcom_pull(task_ids='resolve_cohort') | length }}",
                 map_index_template="{{ task.sddc_id }}",
             )
             phases = [
@@ -145,23 +168,56 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                     **common,
                 ),
             ]
-            rollback = RollbackOperator(task_id="rollback", trigger_rule=TriggerRule.ONE_FAILED, **common)
+            rollback = RollbackOperator(
+                task_id="rollback",
+                trigger_rule=TriggerRule.ONE_FAILED,
+                max_error_rate=wave.gate.max_error_rate,
+                **common,
+            )
             admit >> phases[0]
             for upstream, downstream in pairwise(phases):
                 upstream >> downstream
             phases >> rollback
 
-        groups = sddc_upgrade.expand(sddc_id=cohort.output)
+        canary = sddc_upgrade.override(group_id="canary").expand(sddc_id=canary_ids)
+        gate = CanaryGateSensor(
+            task_id="canary_gate",
+            rollout=rollout,
+            wave=name,
+            target_version="{{ params.target_version }}",
+            gate=wave.gate,
+            max_fail_percentage=wave.max_fail_percentage,
+            bake_seconds=wave.bake_seconds,
+            trigger_rule=TriggerRule.ALL_DONE,
+        )
+        canary_rollback = CanaryRollbackOperator.partial(
+            task_id="canary_rollback",
+            trigger_rule=TriggerRule.ONE_FAILED,
+            pool=POOL_FOR_SERVICE[CanaryRollbackOperator.service],  # partial() skips __init__'s default
+            max_error_rate=wave.gate.max_error_rate,
+            retries=3,
+            **phase_args,
+        ).expand(sddc_id=canary_ids)
+        bulk = sddc_upgrade.override(group_id="bulk").expand(sddc_id=bulk_ids)
         summary = WaveSummaryOperator(
             task_id="wave_summary",
             rollout=rollout,
             wave=name,
+            max_fail_percentage=wave.max_fail_percentage,
             dry_run="{{ params.dry_run }}",
             trigger_rule=TriggerRule.ALL_DONE,
             outlets=[promoted_asset(name)],
             retries=0,
         )
-        groups >> summary
+        canary >> gate >> canary_rollback >> summary
+        if wave.approval is not None:
+            approve = PromotionApprovalOperator(
+                task_id="approve_promotion", rollout=rollout, wave=name, approval=wave.approval, retries=0
+            )
+            gate >> approve >> bulk
+        else:
+            gate >> bulk
+        bulk >> summary
     return dag
 
 

@@ -351,7 +351,7 @@ def run_bench(args: argparse.Namespace) -> int:
             {
                 str(ti.get("rendered_map_index"))
                 for ti in tis
-                if ti.get("task_id") == "sddc.precheck" and ti.get("map_index", -1) >= 0
+                if str(ti.get("task_id", "")).endswith(".precheck") and ti.get("map_index", -1) >= 0
             }
         )
         tasks = [t for sddc_id in cohort for t in sim_client.tasks(sddc_id)]
@@ -507,20 +507,26 @@ def summarize(
     pool_slots: dict[str, int] = dict(settings["pool_slots"])
 
     # -- Airflow side: when was each SDDC done, and how did it end
-    done_at: dict[int, float] = {}
-    outcome: dict[int, str] = {}
+    # each SDDC is one map index of the `canary` or the `bulk` group
+    done_at: dict[tuple[str, int], float] = {}
+    outcome: dict[tuple[str, int], str] = {}
     for ti in tis:
         task_id, idx = str(ti.get("task_id", "")), int(ti.get("map_index", -1))
-        if not task_id.startswith("sddc.") or idx < 0:
+        group, _, task = task_id.partition(".")
+        if group not in ("canary", "bulk") or idx < 0:
             continue
         end = _iso(ti.get("end_date"))
         if ti.get("state") in ("success", "failed") and end is not None:
-            done_at[idx] = max(done_at.get(idx, 0.0), end)
-        if task_id == "sddc.postcheck" and ti.get("state") == "success":
-            outcome[idx] = "upgraded"
-        elif task_id == "sddc.rollback" and ti.get("state") == "success":
-            outcome.setdefault(idx, "rolled back")
-    mapped = {int(ti["map_index"]) for ti in tis if str(ti.get("task_id")) == "sddc.precheck"}
+            done_at[group, idx] = max(done_at.get((group, idx), 0.0), end)
+        if task == "postcheck" and ti.get("state") == "success":
+            outcome[group, idx] = "upgraded"
+        elif task == "rollback" and ti.get("state") == "success":
+            outcome.setdefault((group, idx), "rolled back")
+    mapped = {
+        (str(ti["task_id"]).partition(".")[0], int(ti["map_index"]))
+        for ti in tis
+        if str(ti.get("task_id", "")).endswith(".precheck") and int(ti.get("map_index", -1)) >= 0
+    }
     upgraded = sum(1 for i in mapped if outcome.get(i) == "upgraded")
     rolled_back = sum(1 for i in mapped if outcome.get(i) == "rolled back")
     last_done = max(done_at.values(), default=t_seen)

@@ -157,14 +157,14 @@ def watch(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float) -> str
 
 def progress_line(tis: list[dict[str, Any]]) -> str:
     """Where each SDDC is: its furthest phase task that is not yet successful."""
-    by_sddc: dict[int, list[tuple[str, str]]] = {}
+    by_sddc: dict[tuple[str, int], list[tuple[str, str]]] = {}
     for ti in tis:
-        task_id = str(ti.get("task_id", ""))
+        group, _, task = str(ti.get("task_id", "")).partition(".")
         index = int(ti.get("map_index", -1))
-        if not task_id.startswith("sddc.") or index < 0:
+        if group not in ("canary", "bulk") or index < 0:
             continue
         state = str(ti.get("state") or "pending")
-        by_sddc.setdefault(index, []).append((task_id.removeprefix("sddc."), state))
+        by_sddc.setdefault((group, index), []).append((task, state))
     order = ["admit", "precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
     where: Counter[str] = Counter()
     for tasks in by_sddc.values():

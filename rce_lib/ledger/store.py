@@ -354,11 +354,26 @@ class Ledger:
             conn.execute(
                 update(table)
                 .where(_progress_key(*key))
-                .values(started_at=now, finished_at=None, run_id=run_id, updated_at=now,
-                        version=table.c.version + 1)
+                .values(
+                    started_at=now,
+                    finished_at=None,
+                    run_id=run_id,
+                    updated_at=now,
+                    version=table.c.version + 1,
+                )
             )
-            _insert_event(conn, now, rollout, wave, sddc_id, run_id, "admitted", None,
-                          f"admitted: {int(in_flight) + 1} of at most {limit} in flight", None)
+            _insert_event(
+                conn,
+                now,
+                rollout,
+                wave,
+                sddc_id,
+                run_id,
+                "admitted",
+                None,
+                f"admitted: {int(in_flight) + 1} of at most {limit} in flight",
+                None,
+            )
         return True
 
     # -------------------------------------------------------------- operations
@@ -626,7 +641,71 @@ class Ledger:
             values.update(phase=Phase.DONE.value, finished_at=now)
         elif phase is Phase.ROLLBACK:
             values.update(status=Status.ROLLED_BACK.value, finished_at=now)
-        return self._change(rollout, wave, sddc_id, run_id, lambda _p: values, kind, phase, message, None)
+        started = self._last_phase_start(rollout, wave, sddc_id, phase)
+        data = None if started is None else {"duration_s": round((now - started).total_seconds(), 3)}
+        return self._change(rollout, wave, sddc_id, run_id, lambda _p: values, kind, phase, message, data)
+
+    def _last_phase_start(self, rollout: str, wave: str, sddc_id: str, phase: Phase) -> datetime | None:
+        table = schema.events
+        kinds = [EventKind.PHASE_STARTED.value, EventKind.ROLLBACK_STARTED.value]
+        stmt = (
+            select(table)
+            .where(
+                table.c.rollout == rollout,
+                table.c.wave == wave,
+                table.c.sddc_id == sddc_id,
+                table.c.kind.in_(kinds),
+                table.c.phase == phase.value,
+            )
+            .order_by(table.c.id.desc())
+            .limit(1)
+        )
+        with self._read() as conn:
+            rows = _all(conn, stmt, "rce_event", (rollout, wave, sddc_id))
+        return _event(rows[0]).ts if rows else None
+
+    def phase_durations(
+        self, rollout: str, *, exclude_sddc_ids: Sequence[str] = (), limit: int = 2000
+    ) -> dict[str, list[float]]:
+        """Seconds each phase took, per phase, over the rollout's most recent successes
+        (phases that found their work already done are left out: they took no time)."""
+        table = schema.events
+        stmt = (
+            select(table)
+            .where(table.c.rollout == rollout, table.c.kind == EventKind.PHASE_SUCCEEDED.value)
+            .order_by(table.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = _all(conn, stmt, "rce_event", (rollout,))
+        out: dict[str, list[float]] = {}
+        excluded = set(exclude_sddc_ids)
+        for event in (_event(r) for r in rows):
+            seconds = event.data.get("duration_s")
+            if event.phase is None or event.sddc_id in excluded or not isinstance(seconds, int | float):
+                continue
+            out.setdefault(event.phase.value, []).append(float(seconds))
+        return out
+
+    def final_failures(
+        self, rollout: str, wave: str, run_id: str, *, ignore_codes: Sequence[str] = ()
+    ) -> int:
+        """SDDCs of a run that failed for good (not to be retried by Airflow) or were rolled back;
+        failures with a code in `ignore_codes` (an operator's brake, not the release) are not counted."""
+        table = schema.progress
+        failed = and_(table.c.status == Status.FAILED.value, table.c.finished_at.is_not(None))
+        stmt = select(func.count()).where(
+            table.c.rollout == rollout,
+            table.c.wave == wave,
+            table.c.run_id == run_id,
+            (table.c.status == Status.ROLLED_BACK.value) | failed,
+        )
+        if ignore_codes:
+            stmt = stmt.where(
+                table.c.error_code.is_(None) | table.c.error_code.not_in([str(c) for c in ignore_codes])
+            )
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def _lock_operation(
         self,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from rce_lib.airflow_support import kill_switch
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import SDDC_ID_RE
+from rce_lib.errors import Reason
+from rce_lib.ledger import Ledger
+from rce_lib.ledger.models import LastError, Status
 from rce_lib.operators.runtime import in_process_test_run
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
 
@@ -24,9 +29,14 @@ class AdmitOperator(BaseOperator):
     service pool, or waiting SDDCs could fill the pool that the admitted ones need
     to finish, and the wave would deadlock. The slot is held from here until the
     SDDC's upgrade ends (succeeded, failed for good or rolled back).
+
+    It is also where the wave's brakes act, before anything is touched: once more
+    than `max_fail_percentage` of the run's cohort failed for good, the SDDC is
+    skipped (ERROR_BUDGET_EXHAUSTED); while the kill switch is set, it fails
+    (KILL_SWITCH) and is resumed by clearing once the switch is off.
     """
 
-    template_fields: Sequence[str] = ("sddc_id", "max_parallel")
+    template_fields: Sequence[str] = ("sddc_id", "max_parallel", "cohort_size")
     ui_color = "#f3f3f3"
 
     def __init__(
@@ -36,6 +46,8 @@ class AdmitOperator(BaseOperator):
         rollout: str,
         wave: str,
         max_parallel: int | str | None,
+        max_fail_percentage: float = 100.0,
+        cohort_size: int | str | None = None,
         poll_s: float = 5.0,
         resume_delay_s: float = 15.0,
         **kwargs: Any,
@@ -45,19 +57,22 @@ class AdmitOperator(BaseOperator):
         self.rollout = rollout
         self.wave = wave
         self.max_parallel = max_parallel
+        self.max_fail_percentage = max_fail_percentage
+        self.cohort_size = cohort_size
         self.poll_s = poll_s
         self.resume_delay_s = resume_delay_s
 
     def execute(self, context: Context, event: Any = None) -> str:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):
             raise AirflowFailException(f"[INVALID_IDENTIFIER] SDDC id {self.sddc_id!r} is not valid")
+        run_id = str(context["run_id"])
+        ledger = get_ledger()
+        self.check_brakes(ledger, run_id)
         limit = as_int(self.max_parallel)
         if limit is None:
             return "no in-flight limit"
         if in_process_test_run():
             return "dag.test runs one task at a time: the limit holds trivially"
-        run_id = str(context["run_id"])
-        ledger = get_ledger()
         if ledger.admit(self.rollout, self.wave, self.sddc_id, run_id, limit):
             return f"admitted (max_parallel {limit})"
         self.log.info("%d SDDCs of this run are in flight (max_parallel): waiting for a slot", limit)
@@ -72,4 +87,43 @@ class AdmitOperator(BaseOperator):
                 first_poll_s=self.resume_delay_s,
             ),
             method_name="execute",
+        )
+
+    def check_brakes(self, ledger: Ledger, run_id: str) -> None:
+        """Skip when the error budget is spent; fail while the kill switch is set."""
+        ids = (self.rollout, self.wave, self.sddc_id)
+        brake = kill_switch.engaged(self.wave)
+        if brake is not None:
+            message = f"not started: {brake}. Unset it, then clear this task to resume."
+            self._stop(ledger, run_id, Status.FAILED, Reason.KILL_SWITCH, message)
+            raise AirflowFailException(f"[{Reason.KILL_SWITCH}] {self.sddc_id} {message}")
+        cohort = as_int(self.cohort_size)
+        if not cohort:
+            return
+        progress = ledger.get(*ids)
+        if progress is not None and progress.started_at is not None and progress.finished_at is None:
+            return  # already in flight (a retry or a cleared task): let it finish
+        failed = ledger.final_failures(*ids[:2], run_id, ignore_codes=[Reason.KILL_SWITCH])
+        percent = 100.0 * failed / cohort
+        if percent > self.max_fail_percentage:
+            message = (
+                f"not started: {failed} of {cohort} SDDC(s) of this run failed ({percent:.0f}%), "
+                f"more than the wave's max_fail_percentage {self.max_fail_percentage:g}%"
+            )
+            self._stop(ledger, run_id, Status.SKIPPED, Reason.ERROR_BUDGET_EXHAUSTED, message)
+            self.log.warning("%s", message)
+            raise AirflowSkipException(f"[{Reason.ERROR_BUDGET_EXHAUSTED}] {message}")
+
+    def _stop(self, ledger: Ledger, run_id: str, status: Status, reason: Reason, message: str) -> None:
+        ledger.upsert_progress(
+            self.rollout,
+            self.wave,
+            self.sddc_id,
+            run_id,
+            event="admission_refused",
+            message=message,
+            data={"reason": reason.value},
+            status=status,
+            last_error=LastError(code=reason.value, message=message, retryable=False),
+            finished_at=datetime.now(UTC),
         )

@@ -22,6 +22,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from rce_lib.airflow_support import kill_switch
 from rce_lib.api.keys import KeyParts, idempotency_key
 from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
@@ -57,6 +58,7 @@ class SddcPhaseOperator(BaseOperator):
     template_fields: Sequence[str] = ("sddc_id", "target_version")
     ui_color = "#e8f4fd"
     max_steps: ClassVar[int] = 200
+    honours_kill_switch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -146,6 +148,7 @@ class SddcPhaseOperator(BaseOperator):
             if isinstance(step, Wait):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
+            self.check_kill_switch(run, step)
             try:
                 task, generation = self.start(run, step)
             except ThrottledError as err:
@@ -176,6 +179,15 @@ class SddcPhaseOperator(BaseOperator):
                 method_name="execute_complete",
             )
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
+
+    def check_kill_switch(self, run: PhaseRun, step: Start) -> None:
+        """No new downstream task while the kill switch is set (what runs is followed to its end)."""
+        if not self.honours_kill_switch:
+            return
+        brake = kill_switch.engaged(self.wave)
+        if brake is not None:
+            message = f"{step.description}: not started, {brake}. Unset it, then clear this task to resume."
+            self.fail(run, Reason.KILL_SWITCH, message, for_good=False)
 
     def wait_inline(self, run: PhaseRun, task: Task) -> Task:
         """Poll a just-started task for a few seconds before deferring.

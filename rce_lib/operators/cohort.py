@@ -106,6 +106,7 @@ class ResolveCohortOperator(BaseOperator):
             self.log.info("excluded %s: %s %s", item.sddc_id, item.reason.value, item.detail)
         if as_bool(self.preview):
             self.log.info("dry run: nothing claimed, no SDDC is touched")
+            self._push_slices(context, [], [])
             ledger.append_event(
                 rollout=self.rollout,
                 wave=self.wave,
@@ -116,6 +117,14 @@ class ResolveCohortOperator(BaseOperator):
             )
             return []
         members = self._claim(ledger, cohort, run_id)
+        canary = [i for i in cohort.canary_ids if i in members]
+        if 0 < len(members) < wave.canary_size:
+            self.log.warning(
+                "canary_size %d is larger than this run's cohort (%d): the whole cohort is the canary slice",
+                wave.canary_size,
+                len(members),
+            )
+        self._push_slices(context, canary, [i for i in members if i not in canary])
         by_id = {sddc.id: sddc for sddc in inventory}
         for sddc_id in members:
             _enroll(
@@ -135,6 +144,12 @@ class ResolveCohortOperator(BaseOperator):
             },
         )
         return members
+
+    def _push_slices(self, context: Context, canary: list[str], bulk: list[str]) -> None:
+        """The canary slice and the rest, each mapped over by its own task group."""
+        self.log.info("canary slice: %s; then %d more", ", ".join(canary) or "(none)", len(bulk))
+        context["ti"].xcom_push(key="canary", value=canary)
+        context["ti"].xcom_push(key="bulk", value=bulk)
 
     def _claim(self, ledger: Ledger, cohort: Cohort, run_id: str) -> list[str]:
         members: list[str] = []
@@ -166,3 +181,25 @@ def _enroll(
     ledger.upsert_progress(
         rollout, wave, sddc_id, run_id, event="enrolled", message=f"enrolled for {target}", **changes
     )
+
+
+class CohortSliceOperator(BaseOperator):
+    """Hand one slice of the cohort (`canary` or `bulk`) to the task group mapped over it.
+
+    Airflow maps only over a task's return value, so each slice that
+    resolve_cohort pushed under its own key is returned again here.
+    """
+
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, slice_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if slice_name not in ("canary", "bulk"):
+            raise ValueError(f"slice_name must be canary or bulk, got {slice_name!r}")
+        self.slice_name = slice_name
+
+    def execute(self, context: Context) -> list[str]:
+        ids = context["ti"].xcom_pull(task_ids="resolve_cohort", key=self.slice_name)
+        if ids is None:
+            raise AirflowFailException(f"[COHORT_NOT_RESOLVED] resolve_cohort pushed no {self.slice_name} slice")
+        return [str(i) for i in ids]

@@ -8,13 +8,16 @@ worker, an unreachable API) is left alone, to be resumed by clearing the task.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rce_lib.api.models import HostState, Sddc, SddcStatus
+from rce_lib.api.models import HealthStatus, HostState, Sddc, SddcStatus
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
+from rce_lib.gate import record
+from rce_lib.ledger.models import Status
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step
@@ -23,6 +26,12 @@ from rce_lib.operators.steps import Done, Start, Step
 class RollbackOperator(SddcPhaseOperator):
     phase = "rollback"
     service = Service.VCENTER
+    honours_kill_switch = False  # a brake must not leave an SDDC half restored
+    template_fields: Sequence[str] = (*SddcPhaseOperator.template_fields, "max_error_rate")
+
+    def __init__(self, *, max_error_rate: float | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_error_rate = max_error_rate
 
     def execute(self, context: Any) -> Any:
         run = self.open_run(context)
@@ -70,6 +79,14 @@ class RollbackOperator(SddcPhaseOperator):
             return step.message
         health = run.hook.get_health(self.sddc_id)
         message = f"{step.message}; health {health.status.value}, error rate {health.error_rate:.3f}"
+        limit = None if self.max_error_rate in (None, "", "None") else float(str(self.max_error_rate))
+        if health.status is HealthStatus.UNHEALTHY or (limit is not None and health.error_rate > limit):
+            self.fail(
+                run,
+                Reason.ROLLBACK_UNHEALTHY,
+                f"{message}: restored but not healthy; a human must look",
+                for_good=False,
+            )
         run.ledger_rolled_back(message, restored=True)
         return message
 
@@ -86,3 +103,31 @@ class RollbackOperator(SddcPhaseOperator):
                 verdict=False,
             )
             raise
+
+
+class CanaryRollbackOperator(RollbackOperator):
+    """Restore one SDDC of the canary slice after the gate stopped the wave.
+
+    Mapped over the canary slice, with trigger rule `one_failed` on the gate. It
+    acts only on a recorded gate decision that stops the wave: a gate that
+    crashed (no decision) leaves the SDDCs as they are, to be judged again by
+    clearing the gate. SDDCs that never changed, or were already rolled back by
+    their own group, are left alone.
+    """
+
+    def execute(self, context: Any) -> Any:
+        run = self.open_run(context)
+        decision = record.final(run.ledger, self.rollout, self.wave, run.run_id)
+        if not record.stops_the_wave(decision):
+            raise AirflowSkipException(
+                "the gate recorded no decision that stops the wave: nothing rolled back"
+            )
+        progress = run.progress()
+        if progress is None:
+            raise AirflowSkipException(f"{self.sddc_id} has no progress record: it was never touched")
+        if progress.status is Status.ROLLED_BACK:
+            return f"{self.sddc_id} was already rolled back"
+        assert decision is not None
+        run.event("canary_rollback", f"rolling back: the canary gate decided {decision.decision.value}")
+        run.ledger_phase_started(self.phase)
+        return self.advance(run)

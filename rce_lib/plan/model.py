@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Final, NamedTuple, TypeVar
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -147,11 +147,56 @@ class PlanModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GatePhase = Literal["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
+
+
+class PromQLSignal(PlanModel):
+    """An extra gate signal: a PromQL instant query whose every sample must stay at or below max_value."""
+
+    conn_id: str = Field(min_length=1, max_length=250, pattern=r"^[A-Za-z0-9_.-]+$")
+    query: str = Field(min_length=1, max_length=2000)
+    max_value: float = Field(strict=True)
+
+
 class Gate(PlanModel):
-    """Health thresholds every SDDC of the wave must meet after its upgrade and bake."""
+    """Health thresholds every upgraded SDDC must meet, and how the canary gate judges the slice.
+
+    The thresholds apply at postcheck and again at the gate, after the bake. The
+    baseline comparison (Mann-Whitney U, one-sided) asks whether the canary's
+    health readings are worse than those of SDDCs not yet upgraded; it needs at
+    least `min_samples` readings on each side, else it is inconclusive and
+    `inconclusive` says whether the gate holds and samples again or fails closed.
+    """
 
     max_error_rate: float = Field(ge=0, le=1, strict=True)
     max_p95_latency_ms: float = Field(gt=0, strict=True)
+    min_samples: int = Field(default=6, ge=1, le=10_000, strict=True)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_effect: float = Field(default=0.5, ge=0, le=100)
+    """Relative worsening of the median (0.5 = 50% worse) below which a significant difference passes."""
+    baseline_size: int = Field(default=10, ge=0, le=200, strict=True)
+    sample_interval_seconds: int = Field(default=10, ge=1, le=3600, strict=True)
+    inconclusive: Literal["hold", "fail"] = "hold"
+    max_hold_seconds: int = Field(default=1800, ge=0, le=7 * 86400, strict=True)
+    phase_latency_factor: float = Field(default=4.0, gt=1, le=1000)
+    """A canary phase slower than this many times the rollout's median for that phase is a spike."""
+    max_phase_seconds: dict[GatePhase, float] = Field(default_factory=dict)
+    """Absolute bounds per phase (seconds), checked whatever the history says."""
+    prometheus: PromQLSignal | None = None
+
+    @model_validator(mode="after")
+    def _positive_bounds(self) -> Gate:
+        for phase, bound in self.max_phase_seconds.items():
+            if bound <= 0:
+                raise ValueError(f"max_phase_seconds.{phase} must be > 0, got {bound}")
+        return self
+
+
+class Approval(PlanModel):
+    """A human approves the canary's evidence before the rest of the wave runs."""
+
+    timeout_seconds: int = Field(default=4 * 3600, ge=60, le=30 * 86400, strict=True)
+    on_timeout: Literal["reject", "approve"] = "reject"
 
 
 class Selector(PlanModel):
@@ -191,6 +236,7 @@ class WaveDefaults(PlanModel):
     max_fail_percentage: float | None = Field(default=None, ge=0, le=100, strict=True)
     bake_seconds: int | None = Field(default=None, ge=0, strict=True)
     gate: Gate | None = None
+    approval: Approval | None = None
     schedule: Schedule = None
 
 
@@ -212,6 +258,7 @@ class Wave(PlanModel):
     max_fail_percentage: float = Field(ge=0, le=100, strict=True)
     bake_seconds: int = Field(default=0, ge=0, strict=True)
     gate: Gate
+    approval: Approval | None = None
     schedule: Schedule = None
 
     @model_validator(mode="after")

@@ -362,25 +362,32 @@ class SimApp:
     async def get_health(self, request: web.Request) -> web.Response:
         sddc = self._sddc(request)
         window = self._int_query(request, "window_s", 300, 30, 86400)
-        rng = random.Random(f"{self.config.seed}:{sddc.id}:{int(time.time() // 10)}")
+        # a new reading every second, the same within one: a rolling window seen at that instant
+        rng = random.Random(f"{self.config.seed}:{sddc.id}:{int(time.time())}")
+        engine = self.state.faults
+        faults = engine.faults
         alarms: list[str] = []
-        if self.state.faults.unhealthy(sddc.id, sddc.version):
+        if engine.unhealthy(sddc.id, sddc.version):
             status, error_rate, p95 = "UNHEALTHY", 0.2 + rng.random() * 0.15, 1800 + rng.random() * 600
             alarms = ["ERROR_RATE_HIGH", "LATENCY_HIGH"]
         else:
             status, error_rate, p95 = "HEALTHY", 0.001 + rng.random() * 0.009, 80 + rng.random() * 170
+            if faults.degraded_release is not None and faults.degraded_release == sddc.version:
+                error_rate += faults.degraded_error_rate
+                p95 += faults.degraded_latency_ms
             if any(h.state == "DISCONNECTED" for h in sddc.hosts):
                 status, alarms = "DEGRADED", ["HOST_DISCONNECTED"]
-        return self._json(
-            {
-                "sddc_id": sddc.id,
-                "status": status,
-                "window_s": window,
-                "error_rate": round(error_rate, 4),
-                "p95_latency_ms": round(p95, 1),
-                "alarms": alarms,
-            }
-        )
+        body: dict[str, Any] = {
+            "sddc_id": sddc.id,
+            "status": status,
+            "window_s": window,
+            "error_rate": round(min(error_rate, 1.0), 4),
+            "p95_latency_ms": round(p95, 1),
+            "alarms": alarms,
+        }
+        if sddc.id in faults.malformed_health_sddc_ids:
+            del body["error_rate"]
+        return self._json(body)
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         sddc = self._sddc(request)

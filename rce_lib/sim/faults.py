@@ -38,6 +38,15 @@ class Faults(BaseModel):
 
     unhealthy_release: str | None = None
     unhealthy_sddc_ids: list[str] = Field(default_factory=list)
+    degraded_release: str | None = Field(
+        default=None, description="SDDCs at this release stay HEALTHY but read worse by the amounts below."
+    )
+    degraded_error_rate: float = Field(default=0.03, ge=0, le=0.5)
+    degraded_latency_ms: float = Field(default=0.0, ge=0)
+    malformed_health_sddc_ids: list[str] = Field(
+        default_factory=list,
+        description="Health of these SDDCs comes without error_rate (breaks the contract).",
+    )
     forbidden_sddc_ids: list[str] = Field(default_factory=list)
     extra_fields: bool = False
     unknown_task_status_rate: float = Field(default=0.0, ge=0, le=1)

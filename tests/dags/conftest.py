@@ -54,13 +54,16 @@ class WaveAirflow:
     def home(self) -> Path:
         return self.local.home
 
-    def dags_test(self, wave: str, conf: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-        """`airflow dags test rce_wave_<wave> -c '<json>'` in a subprocess; never raises on failure."""
+    def dags_test(
+        self, wave: str, conf: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`airflow dags test rce_wave_<wave> -c '<json>'` in a subprocess; never raises on failure.
+        `env` adds variables (e.g. AIRFLOW_VAR_RCE_KILL_SWITCH) to this run only."""
         args = [str(venv_bin() / "airflow"), "dags", "test", f"rce_wave_{wave}", "-c", json.dumps(conf or {})]
         started = time.monotonic()
         proc = subprocess.run(
             args,
-            env=self.local.env(),
+            env={**self.local.env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=DAGS_TEST_TIMEOUT_S,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk import Asset
+from airflow.sdk import Asset, TriggerRule
 from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
@@ -84,11 +84,11 @@ def test_every_task_pool_exists(bag: DagBag, pools: set[str]) -> None:
     for dag in bag.dags.values():
         for task in dag.tasks:
             assert task.pool in pools | {AIRFLOW_DEFAULT_POOL}, (dag.dag_id, task.task_id, task.pool)
-            if task.task_id == "sddc.admit":
+            if task.task_id in ("canary.admit", "bulk.admit"):
                 # waiting for an in-flight slot must hold no service slot (else waiting SDDCs
                 # could fill the pool the admitted ones need: a deadlock)
                 assert task.pool == AIRFLOW_DEFAULT_POOL, (dag.dag_id, task.pool)
-            elif task.task_id.startswith("sddc."):
+            elif task.task_id.startswith(("canary.", "bulk.", "canary_rollback")):
                 # every task that talks to the fleet per SDDC is capped by its service's pool
                 assert task.pool in POOL_FOR_SERVICE.values(), (dag.dag_id, task.task_id, task.pool)
 
@@ -104,8 +104,45 @@ def test_one_wave_dag_per_plan_wave(bag: DagBag, plan: RolloutPlan) -> None:
     assert sorted(bag.dag_ids) == sorted(f"rce_wave_{w.name}" for w in plan.effective_waves())
     for dag in bag.dags.values():
         task_ids = {t.task_id for t in dag.tasks}
-        assert task_ids == {"resolve_cohort", "wave_summary", *(f"sddc.{p}" for p in PHASE_TASKS)}
+        groups = {f"{group}.{p}" for group in ("canary", "bulk") for p in PHASE_TASKS}
+        wave_level = {"resolve_cohort", "canary_slice", "bulk_slice", "canary_gate", "canary_rollback"}
+        assert task_ids == {*wave_level, "wave_summary", *groups}
         assert dag.max_active_runs == 1
+
+
+def test_canary_slice_then_gate_then_bulk(bag: DagBag) -> None:
+    """The bulk starts only after the gate succeeded; a failed gate triggers the canary rollback;
+    the summary always runs and sees both."""
+    for dag in bag.dags.values():
+        gate, rollback = dag.get_task("canary_gate"), dag.get_task("canary_rollback")
+        assert gate.trigger_rule == TriggerRule.ALL_DONE
+        assert gate.upstream_task_ids == {"canary.rollback"}
+        assert rollback.trigger_rule == TriggerRule.ONE_FAILED
+        assert "canary_gate" in rollback.upstream_task_ids
+        assert "canary_gate" in dag.get_task("bulk.admit").upstream_task_ids
+        assert dag.get_task("bulk.admit").trigger_rule == TriggerRule.ALL_SUCCESS
+        summary = dag.get_task("wave_summary")
+        assert summary.trigger_rule == TriggerRule.ALL_DONE
+        assert summary.upstream_task_ids == {"bulk.rollback", "canary_rollback"}
+
+
+def test_approval_sits_between_gate_and_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan_file = tmp_path / "rollout.yaml"
+    plan_file.write_text(
+        "rollout: r\nrelease: 1.26.0\n"
+        + DEFAULTS
+        + "waves:\n  - {name: first, size: 4, canary_size: 1,"
+        " approval: {timeout_seconds: 600, on_timeout: approve}}\n  - {name: second, size: 2}\n"
+    )
+    monkeypatch.setenv(PLAN_ENV, str(plan_file))
+    bag = _bag(DAGS_DIR)
+    assert bag.import_errors == {}
+    approve = bag.dags["rce_wave_first"].get_task("approve_promotion")
+    assert approve.upstream_task_ids == {"canary_gate"}
+    assert "bulk.admit" in approve.downstream_task_ids
+    assert approve.defaults == ["Approve"] and approve.response_timeout.total_seconds() == 600
+    assert "canary_gate" in approve.body  # the approver sees the gate's evidence
+    assert "approve_promotion" not in bag.dags["rce_wave_second"].task_ids
 
 
 def test_wave_params_follow_the_plan(bag: DagBag, plan: RolloutPlan) -> None:
@@ -156,6 +193,23 @@ BAD_PLANS = {
         + DEFAULTS
         + "waves:\n  - {name: first, size: 2}\n  - {name: second, size: 2, max_parallel: 0}\n",
         "waves[1].max_parallel",
+    ),
+    "gate-error-rate-above-1": (
+        "rollout: r\nrelease: 1.26.0\n"
+        + DEFAULTS
+        + "waves:\n  - {name: first, size: 2, gate: {max_error_rate: 1.5, max_p95_latency_ms: 800}}\n",
+        "waves[0].gate.max_error_rate",
+    ),
+    "gate-negative-samples": (
+        "rollout: r\nrelease: 1.26.0\n"
+        + DEFAULTS
+        + "waves:\n  - {name: first, size: 2,"
+        " gate: {max_error_rate: 0.1, max_p95_latency_ms: 800, min_samples: -3}}\n",
+        "waves[0].gate.min_samples",
+    ),
+    "canary-larger-than-wave": (
+        "rollout: r\nrelease: 1.26.0\n" + DEFAULTS + "waves:\n  - {name: first, size: 2, canary_size: 3}\n",
+        "waves[0].canary_size",
     ),
     "unknown-key": (
         "rollout: r\nrelease: 1.26.0\n" + DEFAULTS + "waves:\n  - {name: first, size: 2, max_paralel: 3}\n",

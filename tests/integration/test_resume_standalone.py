@@ -99,7 +99,7 @@ def sddc_tis(rest: AirflowRest, run_id: str) -> list[dict[str, Any]]:
     return [
         ti
         for ti in rest.task_instances(DAG_ID, run_id)
-        if str(ti["task_id"]).startswith("sddc.") and int(ti.get("map_index", -1)) >= 0
+        if str(ti["task_id"]).startswith(("canary.", "bulk.")) and int(ti.get("map_index", -1)) >= 0
     ]
 
 
@@ -152,7 +152,7 @@ def test_killed_standalone_resumes_from_real_sddc_state_without_duplicate_work(
         hit = {
             str(ti["rendered_map_index"]): active[str(ti["rendered_map_index"])]
             for ti in tis
-            if ti["task_id"] == "sddc.upgrade_vcenter"
+            if ti["task_id"] == "bulk.upgrade_vcenter"
             and ti["state"] in ("running", "deferred")
             and ti.get("rendered_map_index") in active
         }

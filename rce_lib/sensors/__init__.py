@@ -1,0 +1,1 @@
+"""Sensors: conditions a wave waits for (the canary gate)."""
