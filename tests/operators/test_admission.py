@@ -50,3 +50,46 @@ def test_refuses_a_malformed_sddc_id(ledger: Ledger) -> None:
 
 def test_admission_task_uses_no_service_pool() -> None:
     assert admit("sddc-1").pool == "default_pool"
+
+
+def test_error_budget_spent_skips_new_sddcs_with_a_reason(ledger: Ledger) -> None:
+    from datetime import UTC, datetime
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from rce_lib.ledger.models import Status
+
+    now = datetime.now(UTC)
+    for sddc_id in ("sddc-1", "sddc-2"):
+        ledger.upsert_progress("r", "w", sddc_id, "run-1", status=Status.ROLLED_BACK, finished_at=now)
+
+    def gated(sddc_id: str, budget: float) -> AdmitOperator:
+        return AdmitOperator(
+            task_id="admit",
+            sddc_id=sddc_id,
+            rollout="r",
+            wave="w",
+            max_parallel=4,
+            max_fail_percentage=budget,
+            cohort_size="4",
+        )
+
+    assert gated("sddc-3", 50).execute({"run_id": "run-1"}).startswith("admitted")  # type: ignore[arg-type]
+    with pytest.raises(AirflowSkipException, match=r"ERROR_BUDGET_EXHAUSTED.*2 of 4"):
+        gated("sddc-4", 25).execute({"run_id": "run-1"})  # type: ignore[arg-type]
+    row = ledger.get("r", "w", "sddc-4")
+    assert row is not None and row.status is Status.SKIPPED
+    assert row.last_error is not None and row.last_error.code == "ERROR_BUDGET_EXHAUSTED"
+    # an SDDC already in flight (a retry, a cleared task) is let through to finish
+    assert gated("sddc-3", 25).execute({"run_id": "run-1"}).startswith("admitted")  # type: ignore[arg-type]
+
+
+def test_kill_switch_fails_admission_and_records_why(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_RCE_KILL_SWITCH_W", "INC-7 stop")
+    with pytest.raises(AirflowFailException, match=r"KILL_SWITCH.*rce_kill_switch_w is set \(INC-7 stop\)"):
+        admit("sddc-1").execute({"run_id": "run-1"})  # type: ignore[arg-type]
+    row = ledger.get("r", "w", "sddc-1")
+    assert row is not None and row.last_error is not None and row.last_error.code == "KILL_SWITCH"
+    assert ledger.in_flight("r", "w", "run-1") == 0
+    monkeypatch.setenv("AIRFLOW_VAR_RCE_KILL_SWITCH_W", "off")  # "off" counts as unset
+    assert admit("sddc-1").execute({"run_id": "run-1"}).startswith("admitted")  # type: ignore[arg-type]
