@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
@@ -253,3 +254,34 @@ def test_ensure_schema_is_idempotent_and_keeps_data(ledger: Ledger) -> None:
     ledger.ensure_schema()
     Ledger(ledger.url).ensure_schema()
     assert ledger.get(R, W, "sddc-1") is not None
+
+
+def test_phase_success_records_its_duration_and_history_reads_it(tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 25, 12, 0, tzinfo=UTC)]
+    ledger = Ledger(f"sqlite:///{tmp_path / 'd.db'}", clock=lambda: now[0])
+    for sddc_id, seconds in (("a", 40), ("b", 60)):
+        ledger.phase_started("r", "w", sddc_id, "run", Phase.UPGRADE_VCENTER)
+        now[0] += timedelta(seconds=seconds)
+        ledger.phase_succeeded("r", "w", sddc_id, "run", Phase.UPGRADE_VCENTER)
+    ledger.phase_started("r", "w", "c", "run", Phase.PRECHECK)
+    ledger.phase_skipped("r", "w", "c", "run", Phase.PRECHECK)  # found done: not a duration sample
+    assert ledger.phase_durations("r") == {"upgrade_vcenter": [60.0, 40.0]}
+    assert ledger.phase_durations("r", exclude_sddc_ids=["b"]) == {"upgrade_vcenter": [40.0]}
+    assert ledger.phase_durations("other") == {}
+
+
+def test_final_failures_count_verdicts_not_retries_nor_brakes(tmp_path: Path) -> None:
+    from rce_lib.ledger.models import LastError
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'f.db'}")
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    ledger.upsert_progress("r", "w", "rolled", "run", status=Status.ROLLED_BACK, finished_at=now)
+    ledger.phase_failed("r", "w", "final", "run", Phase.UPGRADE_NSX, code="X", message="m", retryable=False)
+    ledger.phase_failed("r", "w", "retrying", "run", Phase.UPGRADE_NSX, code="X", message="m", retryable=True)
+    braked = LastError(code="KILL_SWITCH", message="m", retryable=False)
+    ledger.upsert_progress(
+        "r", "w", "braked", "run", status=Status.FAILED, last_error=braked, finished_at=now
+    )
+    ledger.upsert_progress("r", "w", "other-run", "run-2", status=Status.ROLLED_BACK, finished_at=now)
+    assert ledger.final_failures("r", "w", "run") == 3
+    assert ledger.final_failures("r", "w", "run", ignore_codes=["KILL_SWITCH"]) == 2
