@@ -210,6 +210,11 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             retries=0,
         )
         canary >> gate >> canary_rollback >> summary
+        # Also wait on each group's postcheck, not only on its rollback (the group's leaf): after a
+        # clear that resumes a halted SDDC, its rollback stays skipped and would not hold the gate
+        # or the summary back until the SDDC really ends.
+        dag.get_task("canary.postcheck") >> gate
+        dag.get_task("bulk.postcheck") >> summary
         if wave.approval is not None:
             approve = PromotionApprovalOperator(
                 task_id="approve_promotion", rollout=rollout, wave=name, approval=wave.approval, retries=0

@@ -116,14 +116,14 @@ def test_canary_slice_then_gate_then_bulk(bag: DagBag) -> None:
     for dag in bag.dags.values():
         gate, rollback = dag.get_task("canary_gate"), dag.get_task("canary_rollback")
         assert gate.trigger_rule == TriggerRule.ALL_DONE
-        assert gate.upstream_task_ids == {"canary.rollback"}
+        assert gate.upstream_task_ids == {"canary.rollback", "canary.postcheck"}
         assert rollback.trigger_rule == TriggerRule.ONE_FAILED
         assert "canary_gate" in rollback.upstream_task_ids
         assert "canary_gate" in dag.get_task("bulk.admit").upstream_task_ids
         assert dag.get_task("bulk.admit").trigger_rule == TriggerRule.ALL_SUCCESS
         summary = dag.get_task("wave_summary")
         assert summary.trigger_rule == TriggerRule.ALL_DONE
-        assert summary.upstream_task_ids == {"bulk.rollback", "canary_rollback"}
+        assert summary.upstream_task_ids == {"bulk.rollback", "bulk.postcheck", "canary_rollback"}
 
 
 def test_approval_sits_between_gate_and_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
