@@ -177,7 +177,9 @@ def progress_line(tis: list[dict[str, Any]]) -> str:
             where["done"] += 1
         else:
             where[f"{current}:{states.get(current) or 'none'}"] += 1
-    return f"{len(by_sddc)} SDDCs | " + ", ".join(f"{k} {v}" for k, v in sorted(where.items()))
+    gate = next((str(ti.get("state") or "pending") for ti in tis if ti.get("task_id") == "canary_gate"), None)
+    line = f"{len(by_sddc)} SDDCs | " + ", ".join(f"{k} {v}" for k, v in sorted(where.items()))
+    return line + (f" | canary gate {gate}" if gate else "")
 
 
 def print_summary(home: Path, dag_id: str, run_id: str, state: str) -> None:
@@ -193,6 +195,9 @@ def print_summary(home: Path, dag_id: str, run_id: str, state: str) -> None:
             f"  {row.sddc_id:<14} {row.status.value:<12} {row.phase.value:<16} "
             f"{row.source_version} -> {row.target_version}{err}"
         )
+    decisions = ledger.events(wave=wave, run_id=run_id, kinds=["gate_decision"])
+    if decisions:
+        print("\n" + decisions[-1].message + "\n")
     events = ledger.events(wave=wave, run_id=run_id, kinds=["cohort_resolved"])
     if events:
         excluded = events[-1].data.get("excluded", [])

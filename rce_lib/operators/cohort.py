@@ -201,5 +201,7 @@ class CohortSliceOperator(BaseOperator):
     def execute(self, context: Context) -> list[str]:
         ids = context["ti"].xcom_pull(task_ids="resolve_cohort", key=self.slice_name)
         if ids is None:
-            raise AirflowFailException(f"[COHORT_NOT_RESOLVED] resolve_cohort pushed no {self.slice_name} slice")
+            raise AirflowFailException(
+                f"[COHORT_NOT_RESOLVED] resolve_cohort pushed no {self.slice_name} slice"
+            )
         return [str(i) for i in ids]
