@@ -49,7 +49,8 @@ class PromotionApprovalOperator(ApprovalOperator):
             message = f"promotion of wave {self.wave} rejected by a human"
             ledger.append_event(self.rollout, self.wave, REJECTED_EVENT, run_id=run_id, message=message)
             raise AirflowFailException(f"[{Reason.PROMOTION_REJECTED}] {message}") from err
-        who = (result or {}).get("responded_by_user") or "timeout default"
+        user = (result or {}).get("responded_by_user")
+        who = (user.get("name") if isinstance(user, dict) else user) or "the timeout's default"
         ledger.append_event(
             self.rollout,
             self.wave,
