@@ -32,6 +32,8 @@ class Reason(StrEnum):
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
     CLAIMED_BY_OTHER_WAVE = "CLAIMED_BY_OTHER_WAVE"
     EMPTY_COHORT = "EMPTY_COHORT"
+    # reconciliation
+    DRIFT_NEEDS_HUMAN = "DRIFT_NEEDS_HUMAN"
 
 
 class RceError(Exception):
