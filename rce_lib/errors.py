@@ -39,6 +39,8 @@ class Reason(StrEnum):
     KILL_SWITCH = "KILL_SWITCH"
     PROMOTION_REJECTED = "PROMOTION_REJECTED"
     ROLLBACK_UNHEALTHY = "ROLLBACK_UNHEALTHY"
+    # reconciliation
+    DRIFT_NEEDS_HUMAN = "DRIFT_NEEDS_HUMAN"
 
 
 class RceError(Exception):

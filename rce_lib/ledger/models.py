@@ -52,6 +52,7 @@ class EventKind(StrEnum):
     CLAIM_REFUSED = "claim_refused"
     CLAIM_RELEASED = "claim_released"
     DRIFT_DETECTED = "drift_detected"
+    DRIFT_RESOLVED = "drift_resolved"
     COHORT_RESOLVED = "cohort_resolved"
     WAVE_SUMMARY = "wave_summary"
 

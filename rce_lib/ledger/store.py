@@ -376,6 +376,49 @@ class Ledger:
             )
         return True
 
+    def sddc_ids_to_reconcile(self, *, updated_since: datetime, page_size: int = 500) -> list[str]:
+        """Distinct SDDC ids with a progress record still open (finished_at unset) or touched
+        since `updated_since`, or with a claim; in id order, read in keyset pages.
+
+        Only key columns are read, so a row whose other columns no longer parse is still
+        listed (the reconcile sweep reports it instead of failing on it)."""
+        table = schema.progress
+        recent = (table.c.finished_at.is_(None)) | (table.c.updated_at >= updated_since)
+        found: set[str] = set()
+        after = ""
+        while True:
+            stmt = (
+                select(table.c.sddc_id)
+                .where(recent, table.c.sddc_id > after)
+                .group_by(table.c.sddc_id)
+                .order_by(table.c.sddc_id)
+                .limit(page_size)
+            )
+            with self._read() as conn:
+                ids = [str(r[0]) for r in conn.execute(stmt).all()]
+            found.update(ids)
+            if len(ids) < page_size:
+                break
+            after = ids[-1]
+        with self._read() as conn:
+            found.update(str(r[0]) for r in conn.execute(select(schema.claims.c.sddc_id)).all())
+        return sorted(found)
+
+    def progress_of_sddc(self, sddc_id: str) -> list[Progress | LedgerCorrupt]:
+        """Every progress record of one SDDC (all rollouts and waves), each parsed on its own:
+        a row that no longer parses comes back as its LedgerCorrupt, the others as Progress."""
+        table = schema.progress
+        stmt = select(table).where(table.c.sddc_id == sddc_id).order_by(table.c.rollout, table.c.wave)
+        with self._read() as conn:
+            rows = _all(conn, stmt, "rce_progress", (None, None, sddc_id))
+        out: list[Progress | LedgerCorrupt] = []
+        for row in rows:
+            try:
+                out.append(_progress(row))
+            except LedgerCorrupt as exc:
+                out.append(exc)
+        return out
+
     # -------------------------------------------------------------- operations
 
     def get_operation(
@@ -428,6 +471,18 @@ class Ledger:
             row = _one(conn, _operation_select(*pkey), "rce_operation", pkey)
         assert row is not None
         return _operation(row)
+
+    def operations_of(self, rollout: str, wave: str, sddc_id: str) -> list[Operation]:
+        """Every operation slot of one SDDC in one wave, ordered by (phase, host)."""
+        t = schema.operations
+        stmt = (
+            select(t)
+            .where(t.c.rollout == rollout, t.c.wave == wave, t.c.sddc_id == sddc_id)
+            .order_by(t.c.phase, t.c.host_id)
+        )
+        with self._read() as conn:
+            rows = _all(conn, stmt, "rce_operation", (rollout, wave, sddc_id))
+        return [_operation(r) for r in rows]
 
     def bump_generation(
         self,
@@ -531,6 +586,53 @@ class Ledger:
                 return False
             _insert_event(conn, now, rollout, wave, sddc_id, run_id, EventKind.CLAIM_RELEASED, None, "", None)
         return True
+
+    def release_if_held(
+        self,
+        holder: ClaimHolder,
+        *,
+        run_id: str = "",
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Free an SDDC only if `holder` still holds it, unchanged (same wave, run and claim time).
+
+        A compare-and-delete: a sweep that judged a claim stale never frees a claim taken
+        again meanwhile. True if this call released it."""
+        now = self._clock()
+        table = schema.claims
+        with self._write() as conn:
+            result = conn.execute(
+                delete(table).where(
+                    table.c.sddc_id == holder.sddc_id,
+                    table.c.rollout == holder.rollout,
+                    table.c.wave == holder.wave,
+                    table.c.run_id == holder.run_id,
+                    table.c.claimed_at == holder.claimed_at,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            _insert_event(
+                conn,
+                now,
+                holder.rollout,
+                holder.wave,
+                holder.sddc_id,
+                run_id or holder.run_id,
+                EventKind.CLAIM_RELEASED,
+                None,
+                message,
+                data,
+            )
+        return True
+
+    def claim_of(self, sddc_id: str) -> ClaimHolder | None:
+        """Who holds the SDDC, expired or not (None: nobody)."""
+        stmt = select(schema.claims).where(schema.claims.c.sddc_id == sddc_id)
+        with self._read() as conn:
+            row = _one(conn, stmt, "rce_claim", (sddc_id,))
+        return None if row is None else _claim_holder(row)
 
     def active_claims(self) -> dict[str, ClaimHolder]:
         """Unexpired claims by SDDC id."""

@@ -29,6 +29,7 @@ from rce_lib.api.services import POOL_FOR_SERVICE, Service
 from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, ThrottledError
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step, Wait
+from rce_lib.reconcile.inflight import PhaseAction, reconcile_before_phase
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
 
 RETRYABLE_CONFLICTS = {"ALREADY_AT_VERSION", "OPERATION_IN_PROGRESS"}
@@ -103,8 +104,34 @@ class SddcPhaseOperator(BaseOperator):
     # -- Airflow entry points --------------------------------------------------
     def execute(self, context: Context) -> Any:
         run = self.open_run(context)
+        self.check_kill_switch(run, f"{self.phase} of {self.sddc_id}")
+        self.reconcile(run)
         run.ledger_phase_started(self.phase)
         return self.advance(run)
+
+    def reconcile(self, run: PhaseRun) -> None:
+        """Reconcile the SDDC before acting, with the fleet sweep's rules (rce_lib.reconcile):
+        safe repairs are made, drift that needs a human stops the phase (no rollback)."""
+        try:
+            decision = reconcile_before_phase(
+                run.ledger,
+                run.hook,
+                rollout=self.rollout,
+                wave=self.wave,
+                sddc_id=self.sddc_id,
+                phase=self.phase,
+                run_id=run.run_id,
+                target_version=self.target_version,
+                target=run.release,
+                source=run.source_release(),
+            )
+        except RceError as err:
+            self.fail_from_error(run, err)
+        if decision.action is PhaseAction.STOP:
+            reason = decision.reason or Reason.DRIFT_NEEDS_HUMAN
+            self.fail(run, reason, decision.message, retryable=True, for_good=False)
+        if decision.action is PhaseAction.ADOPT:
+            self.log.info("reconciled before acting: %s", decision.message)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **_: Any) -> Any:
         run = self.open_run(context)
@@ -148,7 +175,7 @@ class SddcPhaseOperator(BaseOperator):
             if isinstance(step, Wait):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
-            self.check_kill_switch(run, step)
+            self.check_kill_switch(run, step.description)
             try:
                 task, generation = self.start(run, step)
             except ThrottledError as err:
@@ -180,13 +207,14 @@ class SddcPhaseOperator(BaseOperator):
             )
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
 
-    def check_kill_switch(self, run: PhaseRun, step: Start) -> None:
-        """No new downstream task while the kill switch is set (what runs is followed to its end)."""
+    def check_kill_switch(self, run: PhaseRun, what: str) -> None:
+        """No new phase and no new downstream task while the kill switch is set (a downstream
+        task already running is followed to its end, and reconciliation repairs wait too)."""
         if not self.honours_kill_switch:
             return
         brake = kill_switch.engaged(self.wave)
         if brake is not None:
-            message = f"{step.description}: not started, {brake}. Unset it, then clear this task to resume."
+            message = f"{what}: not started, {brake}. Unset it, then clear this task to resume."
             self.fail(run, Reason.KILL_SWITCH, message, for_good=False)
 
     def wait_inline(self, run: PhaseRun, task: Task) -> Task:

@@ -357,7 +357,12 @@ class SimApp:
         return self._json({"items": items, "next_cursor": next_cursor})
 
     async def get_sddc(self, request: web.Request) -> web.Response:
-        return self._json(self.state.sddc_view(self._sddc(request)))
+        sddc = self._sddc(request)
+        view = self.state.sddc_view(sddc)
+        if sddc.id in self.state.faults.faults.malformed_sddc_ids:  # injected contract violation
+            view["version"] = "latest"
+            del view["hosts"]
+        return self._json(view)
 
     async def get_health(self, request: web.Request) -> web.Response:
         sddc = self._sddc(request)

@@ -48,6 +48,10 @@ class Faults(BaseModel):
         description="Health of these SDDCs comes without error_rate (breaks the contract).",
     )
     forbidden_sddc_ids: list[str] = Field(default_factory=list)
+    malformed_sddc_ids: list[str] = Field(
+        default_factory=list,
+        description="GET of these SDDCs answers a body that breaks the contract (bad version, no hosts).",
+    )
     extra_fields: bool = False
     unknown_task_status_rate: float = Field(default=0.0, ge=0, le=1)
     unknown_task_status: str = "PAUSED"

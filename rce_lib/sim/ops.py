@@ -8,6 +8,7 @@ start (the counter the benchmarks use to prove the engine never starts work twic
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,8 @@ class Ops:
     def drift(self, body: dict[str, Any]) -> dict[str, Any]:
         """Change the real state out of band, as support staff or failures would."""
         kind = body.get("kind")
+        if kind in ("task_failed", "task_purged"):
+            return self._drift_task(str(kind), body)
         sddc = self.state.live_sddc(str(body.get("sddc_id", "")))
         if sddc is None:
             raise ApiProblem(404, "NOT_FOUND", f"SDDC {body.get('sddc_id')} not found")
@@ -242,3 +245,20 @@ class Ops:
             hosts = [self._host(sddc, str(host_id))] if host_id else sddc.hosts
             for host in hosts:
                 host.version = build
+
+    def _drift_task(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """task_failed: a running task ends FAILED now (as if its host crashed under it);
+        task_purged: the API forgets a task (GET answers 404), as a server losing its records would."""
+        task_id = str(body.get("task_id", ""))
+        task = self.state.tasks.get(task_id)
+        if task is None:
+            raise ApiProblem(404, "NOT_FOUND", f"task {task_id} not found")
+        if kind == "task_purged":
+            self.state.purge_task(task)
+            return {"kind": kind, "task_id": task_id, "purged": True}
+        if not task.active:
+            raise ApiProblem(409, "TASK_NOT_ACTIVE", f"task {task_id} already ended {task.status}")
+        code = str(body.get("code") or "FAILED_OUT_OF_BAND")
+        error = {"code": code, "message": "failed out of band", "retryable": True}
+        self.state.fail_task(task, time.time(), error)
+        return {"kind": kind, "task_id": task_id, "status": task.status}

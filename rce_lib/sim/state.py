@@ -380,6 +380,29 @@ class FleetState:
             self._deactivate(task)
             self.dirty.tasks.add(task.id)
 
+    def fail_task(self, task: TaskRec, now: float, error: dict[str, Any]) -> None:
+        """End an active task FAILED now, without its effect (drift injection)."""
+        task.finished_at = now
+        self._fail(task, error)
+        self._deactivate(task)
+        self.dirty.tasks.add(task.id)
+
+    def purge_task(self, task: TaskRec) -> None:
+        """Forget a task and the keys bound to it (drift injection): GET then answers 404."""
+        self._deactivate(task)
+        del self.tasks[task.id]
+        ids = self.tasks_by_sddc.get(task.sddc_id, [])
+        if task.id in ids:
+            ids.remove(task.id)
+        keys = [k for k, rec in self.idem.items() if rec.task_id == task.id]
+        for key in keys:
+            del self.idem[key]
+        self.dirty.tasks.discard(task.id)
+        self.dirty.idem.difference_update(keys)
+        if self.disk is not None:
+            self.disk.delete("tasks", [task.id])
+            self.disk.delete("idem", keys)
+
     def bind_key(self, key: str, fingerprint: str, task: TaskRec, now: float) -> None:
         self.idem[key] = IdemRec(key=key, fingerprint=fingerprint, task_id=task.id, created_at=now)
         self.dirty.idem.add(key)

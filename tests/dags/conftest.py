@@ -59,7 +59,13 @@ class WaveAirflow:
     ) -> subprocess.CompletedProcess[str]:
         """`airflow dags test rce_wave_<wave> -c '<json>'` in a subprocess; never raises on failure.
         `env` adds variables (e.g. AIRFLOW_VAR_RCE_KILL_SWITCH) to this run only."""
-        args = [str(venv_bin() / "airflow"), "dags", "test", f"rce_wave_{wave}", "-c", json.dumps(conf or {})]
+        return self.dag_test(f"rce_wave_{wave}", conf, env=env)
+
+    def dag_test(
+        self, dag_id: str, conf: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`airflow dags test <dag_id> -c '<json>'` in a subprocess; never raises on failure."""
+        args = [str(venv_bin() / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf or {})]
         started = time.monotonic()
         proc = subprocess.run(
             args,
@@ -71,8 +77,8 @@ class WaveAirflow:
             start_new_session=True,
         )
         elapsed = time.monotonic() - started
-        self.timings.append((f"{wave} {json.dumps(conf or {})}", elapsed))
-        print(f"airflow dags test rce_wave_{wave} {conf or {}}: exit {proc.returncode} in {elapsed:.1f} s")
+        self.timings.append((f"{dag_id} {json.dumps(conf or {})}", elapsed))
+        print(f"airflow dags test {dag_id} {conf or {}}: exit {proc.returncode} in {elapsed:.1f} s")
         self.runs.append(proc)
         return proc
 
