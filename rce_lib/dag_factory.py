@@ -142,6 +142,8 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         cohort >> [canary_slice, bulk_slice]
         canary_ids, bulk_ids = canary_slice.output, bulk_slice.output
 
+        cohort_size = "{{ ti.xcom_pull(task_ids='resolve_cohort') | length }}"
+
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
@@ -152,11 +154,16 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 wave=name,
                 max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
                 max_fail_percentage=wave.max_fail_percentage,
-                cohort_size="{{ ti.xcom_pull(task_ids='resolve_cohort') | length }}",
+                cohort_size=cohort_size,
                 map_index_template="{{ task.sddc_id }}",
             )
             phases = [
-                PrecheckOperator(task_id="precheck", **common),
+                PrecheckOperator(
+                    task_id="precheck",
+                    max_fail_percentage=wave.max_fail_percentage,
+                    cohort_size=cohort_size,
+                    **common,
+                ),
                 SnapshotOperator(task_id="snapshot", **common),
                 VcenterUpgradeOperator(task_id="upgrade_vcenter", **common),
                 NsxUpgradeOperator(task_id="upgrade_nsx", **common),

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rce_lib.airflow_support import kill_switch
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import SDDC_ID_RE
-from rce_lib.errors import Reason
 from rce_lib.ledger import Ledger
-from rce_lib.ledger.models import LastError, Status
+from rce_lib.operators import brakes
 from rce_lib.operators.runtime import in_process_test_run
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
 
@@ -91,39 +88,18 @@ class AdmitOperator(BaseOperator):
 
     def check_brakes(self, ledger: Ledger, run_id: str) -> None:
         """Skip when the error budget is spent; fail while the kill switch is set."""
-        ids = (self.rollout, self.wave, self.sddc_id)
-        brake = kill_switch.engaged(self.wave)
-        if brake is not None:
-            message = f"not started: {brake}. Unset it, then clear this task to resume."
-            self._stop(ledger, run_id, Status.FAILED, Reason.KILL_SWITCH, message)
-            raise AirflowFailException(f"[{Reason.KILL_SWITCH}] {self.sddc_id} {message}")
-        cohort = as_int(self.cohort_size)
-        if not cohort:
-            return
-        progress = ledger.get(*ids)
-        if progress is not None and progress.started_at is not None and progress.finished_at is None:
-            return  # already in flight (a retry or a cleared task): let it finish
-        failed = ledger.final_failures(*ids[:2], run_id, ignore_codes=[Reason.KILL_SWITCH])
-        percent = 100.0 * failed / cohort
-        if percent > self.max_fail_percentage:
-            message = (
-                f"not started: {failed} of {cohort} SDDC(s) of this run failed ({percent:.0f}%), "
-                f"more than the wave's max_fail_percentage {self.max_fail_percentage:g}%"
+        try:
+            brakes.check(
+                ledger,
+                rollout=self.rollout,
+                wave=self.wave,
+                sddc_id=self.sddc_id,
+                run_id=run_id,
+                cohort_size=as_int(self.cohort_size),
+                max_fail_percentage=self.max_fail_percentage,
             )
-            self._stop(ledger, run_id, Status.SKIPPED, Reason.ERROR_BUDGET_EXHAUSTED, message)
-            self.log.warning("%s", message)
-            raise AirflowSkipException(f"[{Reason.ERROR_BUDGET_EXHAUSTED}] {message}")
-
-    def _stop(self, ledger: Ledger, run_id: str, status: Status, reason: Reason, message: str) -> None:
-        ledger.upsert_progress(
-            self.rollout,
-            self.wave,
-            self.sddc_id,
-            run_id,
-            event="admission_refused",
-            message=message,
-            data={"reason": reason.value},
-            status=status,
-            last_error=LastError(code=reason.value, message=message, retryable=False),
-            finished_at=datetime.now(UTC),
-        )
+        except brakes.Brake as brake:
+            self.log.warning("%s", brake.message)
+            if brake.skip:
+                raise AirflowSkipException(str(brake)) from None
+            raise AirflowFailException(str(brake)) from None

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import Sddc
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
+from rce_lib.operators import brakes
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.state import at_target
@@ -16,6 +24,34 @@ class PrecheckOperator(SddcPhaseOperator):
 
     phase = "precheck"
     service = Service.VCENTER
+    template_fields: Sequence[str] = (*SddcPhaseOperator.template_fields, "cohort_size")
+
+    def __init__(
+        self, *, max_fail_percentage: float = 100.0, cohort_size: int | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_fail_percentage = max_fail_percentage
+        self.cohort_size = cohort_size
+
+    def execute(self, context: Context) -> Any:
+        """The first phase checks the brakes again: failures may have piled up since admission."""
+        run = self.open_run(context)
+        try:
+            brakes.check(
+                run.ledger,
+                rollout=self.rollout,
+                wave=self.wave,
+                sddc_id=self.sddc_id,
+                run_id=run.run_id,
+                cohort_size=as_int(self.cohort_size),
+                max_fail_percentage=self.max_fail_percentage,
+            )
+        except brakes.Brake as brake:
+            self.log.warning("%s", brake.message)
+            if brake.skip:
+                raise AirflowSkipException(str(brake)) from None
+            raise AirflowFailException(str(brake)) from None
+        return super().execute(context)
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         if at_target(run, sddc):

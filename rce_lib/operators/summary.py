@@ -17,6 +17,7 @@ from rce_lib.gate.stats import Verdict
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Progress, Status
 from rce_lib.operators.approval import REJECTED_EVENT
+from rce_lib.sensors.canary_gate import HELD_EVENT
 
 FAILED = (Status.FAILED, Status.ROLLED_BACK)
 
@@ -109,6 +110,8 @@ class WaveSummaryOperator(BaseOperator):
             )
             return "canary gate stopped the wave: " + "; ".join(decision.reasons), code
         if canary and decision is None:
+            if ledger.events(rollout=self.rollout, wave=self.wave, run_id=run_id, kinds=[HELD_EVENT]):
+                return "the kill switch held the canary gate: unset it, clear canary_gate", Reason.KILL_SWITCH
             return (
                 "the canary gate did not decide: clear canary_gate to judge again",
                 Reason.CANARY_GATE_FAILED,

@@ -34,6 +34,7 @@ from rce_lib.ledger.models import EventKind, Progress
 from rce_lib.plan.model import Gate, PromQLSignal
 
 COHORT_TASK = "resolve_cohort"
+HELD_EVENT = "gate_held_by_kill_switch"
 
 
 class CanaryGateSensor(BaseSensorOperator):
@@ -91,14 +92,16 @@ class CanaryGateSensor(BaseSensorOperator):
         if not VERSION_RE.fullmatch(str(self.target_version)):
             raise AirflowFailException(f"[{Reason.INVALID_PARAMS}] target_version {self.target_version!r}")
         run_id = str(context["run_id"])
-        brake = kill_switch.engaged(self.wave)
-        if brake is not None:
-            raise AirflowFailException(f"[{Reason.KILL_SWITCH}] the gate does not judge while {brake}")
         ti = context["ti"]
         canary_ids = list(ti.xcom_pull(task_ids=COHORT_TASK, key="canary") or [])
         bulk_ids = list(ti.xcom_pull(task_ids=COHORT_TASK, key="bulk") or [])
         ledger = get_ledger()
         now = datetime.now(UTC)
+        brake = kill_switch.engaged(self.wave) if canary_ids else None
+        if brake is not None:
+            message = f"the canary gate does not judge while {brake}; unset it, then clear canary_gate"
+            ledger.append_event(self.rollout, self.wave, HELD_EVENT, run_id=run_id, message=message)
+            raise AirflowFailException(f"[{Reason.KILL_SWITCH}] {message}")
         if not canary_ids:
             decision = evidence.decide(
                 self.wave,

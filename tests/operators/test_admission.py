@@ -80,7 +80,10 @@ def test_error_budget_spent_skips_new_sddcs_with_a_reason(ledger: Ledger) -> Non
     row = ledger.get("r", "w", "sddc-4")
     assert row is not None and row.status is Status.SKIPPED
     assert row.last_error is not None and row.last_error.code == "ERROR_BUDGET_EXHAUSTED"
-    # an SDDC already in flight (a retry, a cleared task) is let through to finish
+    # an SDDC already under way in this run (a retry, a cleared task) is let through to finish
+    from rce_lib.ledger.models import Phase
+
+    ledger.phase_started("r", "w", "sddc-3", "run-1", Phase.PRECHECK)
     assert gated("sddc-3", 25).execute({"run_id": "run-1"}).startswith("admitted")  # type: ignore[arg-type]
 
 
