@@ -41,6 +41,9 @@ class Reason(StrEnum):
     ROLLBACK_UNHEALTHY = "ROLLBACK_UNHEALTHY"
     # reconciliation
     DRIFT_NEEDS_HUMAN = "DRIFT_NEEDS_HUMAN"
+    # the engine's own state
+    LEDGER_MISCONFIGURED = "LEDGER_MISCONFIGURED"
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
 
 
 class RceError(Exception):
