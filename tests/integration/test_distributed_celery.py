@@ -131,7 +131,7 @@ def test_wave_survives_a_killed_celery_worker_without_duplicate_work(
     def victim_mid_phase() -> bool:
         vcenter = rest.request(
             "GET",
-            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/sddc.upgrade_vcenter/listMapped",
+            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/bulk.upgrade_vcenter/listMapped",
             params={"limit": 100, "state": "running"},
         )["task_instances"]
         if not vcenter:
@@ -182,7 +182,7 @@ def test_wave_survives_a_killed_celery_worker_without_duplicate_work(
         after = by_key[key]
         assert after["state"] == "success"
         assert after["try_number"] > before["try_number"] or clears, (before, after)
-    sddcs = sorted(str(ti["rendered_map_index"]) for ti in tis if ti["task_id"] == "sddc.postcheck")
+    sddcs = sorted(str(ti["rendered_map_index"]) for ti in tis if ti["task_id"] == "bulk.postcheck")
     assert len(sddcs) == SIZE
 
     # -- the fleet: every SDDC at the target; nothing started twice
@@ -222,7 +222,7 @@ def test_wave_survives_a_killed_celery_worker_without_duplicate_work(
     # A phase cut off by the kill may find its goal already true when retried: it then ends without
     # settling the task it had recorded (still RUNNING in the ledger); the simulator has it SUCCEEDED.
     retried = {
-        (str(ti["rendered_map_index"]), ti["task_id"].removeprefix("sddc."))
+        (str(ti["rendered_map_index"]), ti["task_id"].removeprefix("bulk."))
         for ti in tis
         if ti["try_number"] > 1 and ti["map_index"] >= 0
     }
