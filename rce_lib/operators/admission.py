@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_int
@@ -88,18 +88,13 @@ class AdmitOperator(BaseOperator):
 
     def check_brakes(self, ledger: Ledger, run_id: str) -> None:
         """Skip when the error budget is spent; fail while the kill switch is set."""
-        try:
-            brakes.check(
-                ledger,
-                rollout=self.rollout,
-                wave=self.wave,
-                sddc_id=self.sddc_id,
-                run_id=run_id,
-                cohort_size=as_int(self.cohort_size),
-                max_fail_percentage=self.max_fail_percentage,
-            )
-        except brakes.Brake as brake:
-            self.log.warning("%s", brake.message)
-            if brake.skip:
-                raise AirflowSkipException(str(brake)) from None
-            raise AirflowFailException(str(brake)) from None
+        brakes.enforce(
+            ledger,
+            self.log,
+            rollout=self.rollout,
+            wave=self.wave,
+            sddc_id=self.sddc_id,
+            run_id=run_id,
+            cohort_size=as_int(self.cohort_size),
+            max_fail_percentage=self.max_fail_percentage,
+        )

@@ -7,6 +7,10 @@ failures piled up elsewhere is still stopped before its first downstream call.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from logging import Logger
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support import kill_switch
 from rce_lib.errors import Reason
@@ -59,6 +63,17 @@ def check(
             ledger, rollout, wave, sddc_id, run_id, Status.SKIPPED, Reason.ERROR_BUDGET_EXHAUSTED, message
         )
         raise Brake(Reason.ERROR_BUDGET_EXHAUSTED, message, skip=True)
+
+
+def enforce(ledger: Ledger, log: Logger | Any, **where: Any) -> None:
+    """`check`, as Airflow sees it: a spent budget skips the task, the kill switch fails it."""
+    try:
+        check(ledger, **where)
+    except Brake as brake:
+        log.warning("%s", brake.message)
+        if brake.skip:
+            raise AirflowSkipException(str(brake)) from None
+        raise AirflowFailException(str(brake)) from None
 
 
 def _record(

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import Sddc
@@ -36,21 +35,16 @@ class PrecheckOperator(SddcPhaseOperator):
     def execute(self, context: Context) -> Any:
         """The first phase checks the brakes again: failures may have piled up since admission."""
         run = self.open_run(context)
-        try:
-            brakes.check(
-                run.ledger,
-                rollout=self.rollout,
-                wave=self.wave,
-                sddc_id=self.sddc_id,
-                run_id=run.run_id,
-                cohort_size=as_int(self.cohort_size),
-                max_fail_percentage=self.max_fail_percentage,
-            )
-        except brakes.Brake as brake:
-            self.log.warning("%s", brake.message)
-            if brake.skip:
-                raise AirflowSkipException(str(brake)) from None
-            raise AirflowFailException(str(brake)) from None
+        brakes.enforce(
+            run.ledger,
+            self.log,
+            rollout=self.rollout,
+            wave=self.wave,
+            sddc_id=self.sddc_id,
+            run_id=run.run_id,
+            cohort_size=as_int(self.cohort_size),
+            max_fail_percentage=self.max_fail_percentage,
+        )
         return super().execute(context)
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
