@@ -17,7 +17,7 @@ from rce_lib.api.models import HealthStatus, HostState, Sddc, SddcStatus
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
 from rce_lib.gate import record
-from rce_lib.ledger.models import Status
+from rce_lib.ledger.models import Phase, Status
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step
@@ -36,12 +36,12 @@ class RollbackOperator(SddcPhaseOperator):
     def execute(self, context: Any) -> Any:
         run = self.open_run(context)
         progress = run.progress()
-        if progress is None or not run.has_verdict(progress):
+        under_way = progress is not None and progress.phase is Phase.ROLLBACK and progress.finished_at is None
+        if progress is None or not (run.has_verdict(progress) or under_way):
             raise AirflowSkipException(
                 "no downstream verdict recorded: the SDDC is left as it is. "
                 "Fix the cause, then clear the failed task to resume."
             )
-        run.ledger_phase_started(self.phase)
         return self.advance(run)
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
@@ -67,6 +67,9 @@ class RollbackOperator(SddcPhaseOperator):
                 Reason.SNAPSHOT_MISSING,
                 f"{self.sddc_id} was changed but has no snapshot to restore; a human must decide",
             )
+        if run.get_operation("rollback", None) is None:
+            # only now is there something to undo: a no-op rollback leaves the failure as recorded
+            run.ledger_phase_started(self.phase)
         return Start(
             op="rollback",
             call=lambda hook, key: hook.start_rollback(self.sddc_id, snapshot_id, key=key),
@@ -129,5 +132,4 @@ class CanaryRollbackOperator(RollbackOperator):
             return f"{self.sddc_id} was already rolled back"
         assert decision is not None
         run.event("canary_rollback", f"rolling back: the canary gate decided {decision.decision.value}")
-        run.ledger_phase_started(self.phase)
         return self.advance(run)

@@ -132,6 +132,7 @@ class FakeRun:
     is_last_try: bool = False
     events: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
 
     def progress(self) -> Progress | None:
         return self.ledger_progress
@@ -153,6 +154,9 @@ class FakeRun:
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((kind, message, data))
+
+    def ledger_phase_started(self, phase: str) -> None:
+        self.started.append(phase)
 
     def ledger_phase_failed(
         self, phase: str, reason: str, code: str, message: str, *, retryable: bool, verdict: bool

@@ -164,6 +164,7 @@ def test_precheck_passed_earlier_is_not_repeated(run: FakeRun) -> None:
     step = precheck_op().next_step(run, sddc())
     assert isinstance(step, Done) and step.did_nothing
     assert run.hook.calls == []
+    assert run.started == []  # the failure stays as recorded: nothing was rolled back
 
 
 def test_precheck_starts_for_a_supported_path(run: FakeRun) -> None:
@@ -271,6 +272,7 @@ def test_rollback_restores_a_changed_sddc_from_its_snapshot(run: FakeRun) -> Non
     run.ledger_progress = progress(snapshot_id="snap-7")
     step = rollback_op().next_step(run, sddc(vcenter=NEW.vcenter, nsx=NEW.nsx))
     assert isinstance(step, Start) and step.op == "rollback"
+    assert run.started == ["rollback"]  # marked in the ledger only once there is something to undo
     assert _start(step, run) == ("start_rollback", (SDDC_ID, "snap-7"), {"key": "key-1"})
 
 
@@ -296,6 +298,7 @@ def test_rollback_of_an_sddc_never_changed_has_nothing_to_undo(run: FakeRun) -> 
     step = rollback_op().next_step(run, sddc())
     assert isinstance(step, Done) and step.did_nothing
     assert run.hook.calls == []
+    assert run.started == []  # the failure stays as recorded: nothing was rolled back
 
 
 def test_rollback_restored_sddc_is_done_once_ready(run: FakeRun) -> None:
