@@ -20,5 +20,8 @@ RUN pip install --no-cache-dir --no-deps /opt/rce
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 COPY --chown=airflow:0 include /opt/airflow/include
+# airflow_local_settings.py ($AIRFLOW_HOME/config is on sys.path): preloads rce_lib in every
+# Airflow process, so task processes forked by the executor inherit the imports.
+COPY --chown=airflow:0 config /opt/airflow/config
 # The plan, pools and contract live here, not next to the installed package.
 ENV RCE_INCLUDE_DIR=/opt/airflow/include

@@ -2,12 +2,12 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
-from rce_lib.plugin.status_app import create_app
+from rce_lib.plugin.status_app import plugin_app
 
 
 class RcePlugin(AirflowPlugin):
     name = "rce"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/rce", "name": "rce status"}]
+    fastapi_apps = [{"app": plugin_app(), "url_prefix": "/rce", "name": "rce status"}]
     external_views = [
         {"name": "Rollout status", "href": "/rce/", "destination": "nav", "category": "browse"},
     ]

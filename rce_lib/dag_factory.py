@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Asset, Param, TriggerRule, task_group
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
 from rce_lib.api.services import POOL_FOR_SERVICE
+from rce_lib.dag_docs import dag_doc, task_docs
 from rce_lib.operators.admission import AdmitOperator
 from rce_lib.operators.approval import PromotionApprovalOperator
 from rce_lib.operators.cohort import CohortSliceOperator, ResolveCohortOperator
@@ -24,11 +25,11 @@ from rce_lib.operators.precheck import PrecheckOperator
 from rce_lib.operators.rollback import CanaryRollbackOperator, RollbackOperator
 from rce_lib.operators.snapshot import SnapshotOperator
 from rce_lib.operators.summary import WaveSummaryOperator
+from rce_lib.plan.cohort import MAX_COHORT_IDS
 from rce_lib.plan.model import RolloutPlan, Wave
 from rce_lib.sensors.canary_gate import CanaryGateSensor
 
 START_DATE = datetime(2026, 1, 1)
-MAX_COHORT_IDS = 1000
 
 
 def promoted_asset(wave_name: str) -> Asset:
@@ -47,7 +48,11 @@ def wave_params(wave: Wave) -> dict[str, Param]:
             description="Release to upgrade to (X.Y.Z). Defaults to the plan's release.",
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run", description="Resolve and log the cohort; change nothing."
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Preview only: resolve_cohort logs what the run would take (as `rce plan`); "
+            "nothing is claimed or changed.",
         ),
         "sddc_ids": Param(
             None,
@@ -69,35 +74,25 @@ def wave_params(wave: Wave) -> dict[str, Param]:
     }
 
 
-def _doc(plan: RolloutPlan, wave: Wave) -> str:
-    approval = (
-        f"then a human approves (timeout {wave.approval.timeout_seconds} s: {wave.approval.on_timeout}), "
-        if wave.approval
-        else ""
-    )
-    return f"""
-### Wave `{wave.name}` of rollout `{plan.rollout}`
+def _window_args(wave: Wave) -> dict[str, Any]:
+    """What the disruptive phases need of the plan's maintenance-window settings."""
+    args: dict[str, Any] = {
+        "respect_maintenance_windows": wave.respect_maintenance_windows,
+        "expected_phase_seconds": dict(wave.expected_phase_seconds),
+        "missing_maintenance_window": wave.missing_maintenance_window,
+    }
+    return args
 
-Upgrades the SDDCs selected by the plan to **{wave.release}** (or the `target_version` you give):
-`resolve_cohort` picks them from the live inventory (skipping SDDCs already at the target,
-on a blocked upgrade path, or claimed by another wave). Its first {wave.canary_size} SDDC(s) are the
-**canary slice** (group `canary`); `canary_gate` bakes {wave.bake_seconds} s, then judges them on
-failures, health, phase latency and a statistical comparison with SDDCs not yet upgraded;
-{approval}only on PASS does the rest (group `bulk`) run. On FAIL, `canary_rollback` restores the
-canary slice from its snapshots and nothing else is touched. Each SDDC runs precheck → snapshot →
-upgrade_vcenter → upgrade_nsx → upgrade_hosts → postcheck; `rollback` restores it if a phase
-failed for good. Once more than {wave.max_fail_percentage:g}% of the cohort failed, no new SDDC starts
-(ERROR_BUDGET_EXHAUSTED). A run that ends within that budget emits `rce://waves/{wave.name}/promoted`.
 
-**Resume:** clear the failed task (or the whole SDDC group) in the grid. Every phase first reads
-the SDDC's real state, skips what is already done and re-attaches to work still running.
+WINDOW_DOC = (
+    "\n\n**Maintenance window:** waits (deferred, trigger `MaintenanceWindowTrigger`) until the SDDC's "
+    "maintenance window is open with room for this phase's expected duration; the opening time is in "
+    "the task log and in the ledger event `waiting_for_window`. A phase already under way is never held."
+)
 
-**Kill switch:** set the Variable `rce_kill_switch` (every wave) or `rce_kill_switch_{wave.name}`:
-no new phase starts; delete it and clear the failed tasks to resume.
 
-Size {wave.size}, canary {wave.canary_size}, max_parallel {wave.max_parallel},
-max_fail_percentage {wave.max_fail_percentage}, schedule `{wave.schedule or "manual"}`.
-"""
+def _windowed_doc(docs: dict[str, str], task_id: str, wave: Wave) -> str:
+    return docs[task_id] + (WINDOW_DOC if wave.respect_maintenance_windows else "")
 
 
 def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = None) -> DAG:
@@ -108,6 +103,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
     elif wave.cron:
         schedule = wave.cron
     rollout, name = plan.rollout, wave.name
+    docs = task_docs(wave)
     phase_args: dict[str, Any] = {
         "target_version": "{{ params.target_version }}",
         "rollout": rollout,
@@ -123,7 +119,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         max_active_tasks=max(16, wave.max_parallel * 4),
         params=wave_params(wave),
         tags=["rce", f"rollout:{rollout}", f"wave:{name}"],
-        doc_md=_doc(plan, wave),
+        doc_md=dag_doc(plan, wave),
         default_args={"retries": 2, "retry_delay": timedelta(seconds=10), "owner": "rce"},
     ) as dag:
         cohort = ResolveCohortOperator(
@@ -135,14 +131,18 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             sddc_ids="{{ params.sddc_ids }}",
             max_parallel="{{ params.max_parallel }}",
             plan_path=plan_path,
+            doc_md=docs["resolve_cohort"],
         )
 
-        canary_slice = CohortSliceOperator(task_id="canary_slice", slice_name="canary")
-        bulk_slice = CohortSliceOperator(task_id="bulk_slice", slice_name="bulk")
+        canary_slice = CohortSliceOperator(
+            task_id="canary_slice", slice_name="canary", doc_md=docs["canary_slice"]
+        )
+        bulk_slice = CohortSliceOperator(task_id="bulk_slice", slice_name="bulk", doc_md=docs["bulk_slice"])
         cohort >> [canary_slice, bulk_slice]
         canary_ids, bulk_ids = canary_slice.output, bulk_slice.output
 
         cohort_size = "{{ ti.xcom_pull(task_ids='resolve_cohort') | length }}"
+        windowed = _window_args(wave)
 
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
@@ -156,22 +156,42 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 max_fail_percentage=wave.max_fail_percentage,
                 cohort_size=cohort_size,
                 map_index_template="{{ task.sddc_id }}",
+                doc_md=docs["admit"],
+                respect_maintenance_windows=windowed["respect_maintenance_windows"],
+                expected_phase_seconds=windowed["expected_phase_seconds"],
             )
             phases = [
                 PrecheckOperator(
                     task_id="precheck",
                     max_fail_percentage=wave.max_fail_percentage,
                     cohort_size=cohort_size,
+                    doc_md=docs["precheck"],
                     **common,
                 ),
-                SnapshotOperator(task_id="snapshot", **common),
-                VcenterUpgradeOperator(task_id="upgrade_vcenter", **common),
-                NsxUpgradeOperator(task_id="upgrade_nsx", **common),
-                HostsUpgradeOperator(task_id="upgrade_hosts", **common),
+                SnapshotOperator(task_id="snapshot", doc_md=docs["snapshot"], **common),
+                VcenterUpgradeOperator(
+                    task_id="upgrade_vcenter",
+                    doc_md=_windowed_doc(docs, "upgrade_vcenter", wave),
+                    **common,
+                    **windowed,
+                ),
+                NsxUpgradeOperator(
+                    task_id="upgrade_nsx",
+                    doc_md=_windowed_doc(docs, "upgrade_nsx", wave),
+                    **common,
+                    **windowed,
+                ),
+                HostsUpgradeOperator(
+                    task_id="upgrade_hosts",
+                    doc_md=_windowed_doc(docs, "upgrade_hosts", wave),
+                    **common,
+                    **windowed,
+                ),
                 PostcheckOperator(
                     task_id="postcheck",
                     max_error_rate=wave.gate.max_error_rate,
                     max_p95_latency_ms=wave.gate.max_p95_latency_ms,
+                    doc_md=docs["postcheck"],
                     **common,
                 ),
             ]
@@ -179,6 +199,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 task_id="rollback",
                 trigger_rule=TriggerRule.ONE_FAILED,
                 max_error_rate=wave.gate.max_error_rate,
+                doc_md=docs["rollback"],
                 **common,
             )
             admit >> phases[0]
@@ -196,6 +217,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             max_fail_percentage=wave.max_fail_percentage,
             bake_seconds=wave.bake_seconds,
             trigger_rule=TriggerRule.ALL_DONE,
+            doc_md=docs["canary_gate"],
         )
         canary_rollback = CanaryRollbackOperator.partial(
             task_id="canary_rollback",
@@ -203,6 +225,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             pool=POOL_FOR_SERVICE[CanaryRollbackOperator.service],  # partial() skips __init__'s default
             max_error_rate=wave.gate.max_error_rate,
             retries=3,
+            doc_md=docs["canary_rollback"],
             **phase_args,
         ).expand(sddc_id=canary_ids)
         bulk = sddc_upgrade.override(group_id="bulk").expand(sddc_id=bulk_ids)
@@ -215,6 +238,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             trigger_rule=TriggerRule.ALL_DONE,
             outlets=[promoted_asset(name)],
             retries=0,
+            doc_md=docs["wave_summary"],
         )
         canary >> gate >> canary_rollback >> summary
         # Also wait on each group's postcheck, not only on its rollback (the group's leaf): after a
@@ -224,7 +248,12 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         dag.get_task("bulk.postcheck") >> summary
         if wave.approval is not None:
             approve = PromotionApprovalOperator(
-                task_id="approve_promotion", rollout=rollout, wave=name, approval=wave.approval, retries=0
+                task_id="approve_promotion",
+                rollout=rollout,
+                wave=name,
+                approval=wave.approval,
+                retries=0,
+                doc_md=docs["approve_promotion"],
             )
             gate >> approve >> bulk
         else:

@@ -11,7 +11,7 @@ Fixtures:
 
 SimServer: .url .token .state_dir .proc; .request(method, path, json=, headers=, key=)
 -> httpx.Response; .counters() .faults(**kw) .reset_faults() .drift(**kw) .state()
-.reset_counters() .sddc(id) .wait_task(task_id) .kill(sig) .restart().
+.reset_counters() .sddc(id) .set_window(id, window|None) .wait_task(task_id) .kill(sig) .restart().
 """
 
 from __future__ import annotations
@@ -121,6 +121,11 @@ class SimServer:
 
     def drift(self, **kw: Any) -> dict[str, Any]:
         return self._ok("POST", "/sim/drift", kw)  # type: ignore[no-any-return]
+
+    def set_window(self, sddc_id: str, window: dict[str, int] | None) -> dict[str, Any]:
+        """Set (None: clear) an SDDC's maintenance window; answers the SDDC."""
+        body = {"maintenance_window": window}
+        return self._ok("POST", f"/sim/sddcs/{sddc_id}/maintenance_window", body)  # type: ignore[no-any-return]
 
     def state(self) -> dict[str, Any]:
         return self._ok("GET", "/sim/state")  # type: ignore[no-any-return]
@@ -259,3 +264,31 @@ def module_sim_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim
     for server in started:
         server.kill()
         server.client.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh SQLite ledger that the tasks under test find (RCE_LEDGER_URL); directories
+    with a ledger fixture of their own (tests/ledger: every backend) override it."""
+    from rce_lib.airflow_support import ledger_conn
+    from rce_lib.ledger import Ledger, dispose_engine
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("RCE_LEDGER_URL", url)
+    ledger_conn._ledger_for.cache_clear()
+    led = Ledger(url)
+    led.ensure_schema()
+    yield led
+    ledger_conn._ledger_for.cache_clear()
+    dispose_engine(url)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_context() -> Iterator[None]:
+    """Each test starts with no structlog context variables: a test that calls an operator's
+    loop outside its task scope (which would restore them) must not leak fields into the next."""
+    import structlog
+
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()

@@ -60,6 +60,11 @@ def ledger_url() -> str:
     return _resolve()[0]
 
 
+def ledger_url_and_source() -> tuple[str, str]:
+    """(URL, where it came from: `RCE_LEDGER_URL`, the connection, or the default file)."""
+    return _resolve()
+
+
 def _resolve() -> tuple[str, str]:
     """(URL, where it came from)."""
     remote = distributed_executors()
@@ -119,6 +124,39 @@ def _masked(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<unparseable>"
+
+
+MASK = "***"
+
+
+def public_url(url: str) -> str:
+    """The ledger URL with its password masked: what a trigger may carry in its kwargs (they
+    are stored in Airflow's trigger table and shown in the UI). `resolve_public_url` gives
+    the password back, in the triggerer, from where the task got it."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url if "@" not in url else "<unparseable ledger URL>"
+    if parsed.password is None:
+        return url
+    return parsed.set(password=MASK).render_as_string(hide_password=False)
+
+
+def resolve_public_url(url: str) -> str:
+    """The real ledger URL for a masked one, resolved as a task resolves it (`RCE_LEDGER_URL`,
+    then the `rce_state` connection: both readable in the triggerer). Blocking: call it
+    through sync_to_async in a trigger. LedgerConfigError if the ledger found here is not
+    the one the task used (same URL but for the password)."""
+    parsed = make_url(url)
+    if parsed.password != MASK:
+        return url
+    real, source = _resolve()
+    if make_url(real).set(password=MASK) != parsed:
+        raise LedgerConfigError(
+            f"the ledger given to this trigger ({url}) is not the one {source} gives here "
+            f"({_masked(real)}): configure the triggerer like the workers"
+        )
+    return real
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,9 @@ throttling, peak concurrency against pools and capacities, correctness counters
 `--json OUT` writes the same numbers. Every process started is stopped at the
 end, also on error or Ctrl-C. See bench/README.md for what each number means.
 
-The lower-bound arithmetic (`lower_bound`) is a pure function, unit-tested.
+The fixed settings, the fleet's shape and the lower-bound arithmetic live in
+`bench_model` (pure, unit-tested); the batch-serial baseline in `bench_baseline`; the
+DAG parse-time measurement (`--parse-only`) in `bench_parse`.
 """
 
 from __future__ import annotations
@@ -16,31 +18,53 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ValidationError
 
-from rce_lib.devenv.airflow_local import REPO_ROOT, LocalAirflow
+from rce_lib.devenv.airflow_local import LocalAirflow, tool_home
 from rce_lib.devenv.airflow_rest import AirflowRest
+from rce_lib.devenv.bench_model import (
+    NSX_CHAIN,
+    SERVICES,
+    SOURCE_VERSION,
+    STANDARD_CAPACITY,
+    STANDARD_SEED,
+    STANDARD_TIME_SCALE,
+    TARGET_VERSION,
+    VCENTER_CHAIN,
+    BenchSettings,
+    Bound,
+    fleet_size_for,
+    host_chain_s,
+    lower_bound,
+    sddc_chain_s,
+    validation_message,
+)
+from rce_lib.devenv.bench_parse import PYCACHE
+from rce_lib.devenv.bench_pressure import PressureProbe, summarize_pressure
 from rce_lib.devenv.demo import progress_line, start_simulator
 from rce_lib.devenv.processes import Group
 
-SERVICES = ("vcenter", "nsx", "esx")
 POOLS = {"vcenter": "rce_vcenter", "nsx": "rce_nsx", "esx": "rce_esx"}
 BENCH_TOKEN = "bench-token"
 WAVE = "bench"
-SOURCE_VERSION = "1.25.0"
-TARGET_VERSION = "1.26.0"
-MARKER = ".rce-bench-home"
+#: How long a started simulator may take to answer before the bench gives up on it.
+SIM_REACH_S = 10.0
+#: Airflow's processes write and reuse bytecode in one cache shared by every bench run (var/ is
+#: not in git), whatever PYTHONDONTWRITEBYTECODE the shell has: see bench/README.md.
+BYTECODE_ENV = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(PYCACHE)}
 T = TypeVar("T")
 
 # airflow standalone keeps its metadata in SQLite. Under a 100-SDDC wave on a small machine
@@ -50,122 +74,120 @@ T = TypeVar("T")
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 120}
 SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": 120}
 
-# The per-SDDC task chain the engine runs, by service (see rce_lib/api/services.py).
-VCENTER_CHAIN = ("PRECHECK", "SNAPSHOT", "UPGRADE_VCENTER")
-NSX_CHAIN = ("UPGRADE_NSX",)
+__all__ = [
+    "NSX_CHAIN",
+    "SERVICES",
+    "SOURCE_VERSION",
+    "TARGET_VERSION",
+    "VCENTER_CHAIN",
+    "Bound",
+    "fleet_size_for",
+    "host_chain_s",
+    "lower_bound",
+    "register",
+    "render_table",
+    "run_bench",
+    "summarize",
+]
 
 
-# ============================================================== lower bound (pure)
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The lower bounds of a wave's makespan, in simulated seconds."""
-
-    critical_path_engine_s: float  # longest SDDC, hosts one at a time per SDDC (what rce does)
-    critical_path_contract_s: float  # longest SDDC, clusters in parallel (what the contract allows)
-    service_work_s: dict[str, float]  # total task-seconds per service
-    service_plain_s: dict[str, float]  # work / capacity
-    service_headtail_s: dict[str, float]  # min head + work / capacity + min tail (contract order)
-    lower_bound_s: float  # max(critical path contract, every service bound): the true bound
-    engine_bound_s: float  # the same with the engine's host order (hosts sequential per SDDC)
-    binding: str  # which term gives lower_bound_s
-
-
-def host_chain_s(durations: Mapping[str, float]) -> float:
-    """One host: enter maintenance, upgrade, exit maintenance."""
-    return 2 * float(durations["HOST_MAINTENANCE"]) + float(durations["UPGRADE_HOST"])
-
-
-def lower_bound(
-    sddcs: Sequence[Sequence[int]], durations: Mapping[str, float], capacity: Mapping[str, int]
-) -> Bound:
-    """Lower bounds of the makespan of upgrading `sddcs` (each a list of hosts per cluster).
-
-    * critical path: one SDDC alone, every task in its order. Engine order runs
-      all hosts of an SDDC one after the other; the contract allows one host per
-      cluster at a time, clusters in parallel (the true bound uses that).
-    * service work: a service with capacity c cannot finish W task-seconds in
-      less than W / c. Tighter and still valid: no task of the service can start
-      before the shortest chain ahead of it (head) and the wave cannot end before
-      the shortest chain after it (tail): min head + W / c + min tail.
-    """
-    if not sddcs:
-        zero = dict.fromkeys(SERVICES, 0.0)
-        return Bound(0.0, 0.0, zero, zero, zero, 0.0, 0.0, "empty")
-    d = {k: float(v) for k, v in durations.items()}
-    host = host_chain_s(d)
-    vc = sum(d[t] for t in VCENTER_CHAIN)
-    nsx = sum(d[t] for t in NSX_CHAIN)
-    seq_hosts = [host * sum(clusters) for clusters in sddcs]
-    par_hosts = [host * max(clusters, default=0) for clusters in sddcs]
-    cp_engine = vc + nsx + max(seq_hosts)
-    cp_contract = vc + nsx + max(par_hosts)
-    work = {
-        "vcenter": vc * len(sddcs),
-        "nsx": nsx * len(sddcs),
-        "esx": host * sum(sum(clusters) for clusters in sddcs),
-    }
-    plain = {s: work[s] / max(1, int(capacity[s])) for s in SERVICES}
-
-    def headtail(tails: list[float]) -> dict[str, float]:
-        # vcenter: first task has no head; the last vcenter task (UPGRADE_VCENTER) is followed by
-        # NSX and the hosts. nsx: after the vcenter chain, before the hosts. esx: after both.
-        return {
-            "vcenter": plain["vcenter"] + nsx + min(tails),
-            "nsx": vc + plain["nsx"] + min(tails),
-            "esx": (vc + nsx + plain["esx"]) if work["esx"] else 0.0,
-        }
-
-    ht_contract = headtail(par_hosts)
-    ht_engine = headtail(seq_hosts)
-    terms = {"critical path (longest SDDC, clusters in parallel)": cp_contract}
-    terms.update({f"{s} work/capacity + head + tail": ht_contract[s] for s in SERVICES})
-    binding = max(terms, key=lambda k: terms[k])
-    engine = max(cp_engine, *ht_engine.values())
-    return Bound(
-        critical_path_engine_s=cp_engine,
-        critical_path_contract_s=cp_contract,
-        service_work_s=work,
-        service_plain_s=plain,
-        service_headtail_s=ht_contract,
-        lower_bound_s=terms[binding],
-        engine_bound_s=engine,
-        binding=binding,
-    )
-
-
-def fleet_size_for(n: int, source_version: str = SOURCE_VERSION) -> int:
-    """Smallest simulated fleet holding `n` SDDCs at `source_version` (rce_lib/sim/fleet.py rule)."""
-    from rce_lib.sim.config import DEFAULT_RELEASES
-    from rce_lib.sim.fleet import version_for_index
-
-    size, found = 0, 0
-    while found < n:
-        size += 1
-        if version_for_index(size, DEFAULT_RELEASES) == source_version:
-            found += 1
-    return size
-
-
-# ============================================================== process CPU
+# ============================================================== processes: CPU and memory
 
 
 def session_cpu_seconds(sid: int) -> tuple[float, int]:
     """utime+stime+cutime+cstime of every live process of session `sid` (exited children are in
     their parent's cutime/cstime). Airflow task processes get their own process group but stay
     in the session, so the session is the right unit. Returns (seconds, processes)."""
+    seconds = [cpu for _pid, cpu in _session_cpu(sid)]
+    return sum(seconds), len(seconds)
+
+
+def _session_cpu(sid: int) -> Iterator[tuple[int, float]]:
+    """(pid, utime+stime+cutime+cstime in seconds) of every live process of session `sid`."""
     tick = os.sysconf("SC_CLK_TCK")
-    total, count = 0, 0
-    for _pid, fields in _proc_stats():
+    for pid, fields in _proc_stats():
         if int(fields[3]) == sid:
-            total += sum(int(x) for x in fields[11:15])
-            count += 1
-    return total / tick, count
+            yield pid, sum(int(x) for x in fields[11:15]) / tick
+
+
+#: (cmdline fragment, role) in match order; a process matching none is "other"
+_ROLES: tuple[tuple[str, str], ...] = (
+    ("LocalExecutor", "executor workers + task processes"),
+    ("celery", "executor workers + task processes"),
+    ("scheduler", "scheduler"),
+    ("triggerer", "triggerer"),
+    ("dag-processor", "dag-processor"),
+    ("api_server", "api-server (UI, REST, execution API)"),
+    ("api-server", "api-server (UI, REST, execution API)"),
+    ("standalone", "standalone supervisor"),
+)
+
+
+def _role(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((role for fragment, role in _ROLES if fragment in cmdline), "other")
+
+
+def session_cpu_by_role(sid: int) -> dict[str, float]:
+    """CPU-seconds of session `sid` by Airflow component: a process's own time and its reaped
+    children's (a LocalExecutor worker's children are the task processes it supervised).
+    Subtract two readings for the cost of an interval."""
+    out: dict[str, float] = {}
+    for pid, cpu in _session_cpu(sid):
+        role = _role(pid)
+        out[role] = out.get(role, 0.0) + cpu
+    return out
 
 
 def session_pids(sid: int) -> list[int]:
     return [pid for pid, fields in _proc_stats() if int(fields[3]) == sid and fields[0] != "Z"]
+
+
+def session_memory(sid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes, summed over the live processes of session `sid`. RSS counts pages shared
+    between forked processes once per process (an upper bound); PSS splits them among the sharers,
+    so its sum is what the session really holds."""
+    rss = pss = 0
+    for pid in session_pids(sid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+    return rss, pss
+
+
+class MemorySampler:
+    """Peaks of `session_memory` over the run, sampled every `interval` s in a daemon thread
+    (reading smaps_rollup walks each process's page tables: not every second)."""
+
+    def __init__(self, sid: int, interval: float = 10.0) -> None:
+        self.sid = sid
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = session_memory(self.sid)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def _proc_stats() -> Iterable[tuple[int, list[str]]]:
@@ -186,27 +208,124 @@ def kill_session(sid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-# ============================================================== the run
+# ============================================================== arguments
 
 
 def register(subparsers: Any) -> None:
     bench = subparsers.add_parser(
-        "bench", help="benchmark one wave of N SDDCs on the simulator under airflow standalone"
+        "bench",
+        help="benchmark one wave of N SDDCs on the simulator under airflow standalone",
+        description="One wave of N SDDCs under airflow standalone against the simulator, with fixed "
+        "settings (time scale 60, the simulator's durations, capacities vcenter 60 / nsx 30 / esx 120), "
+        "then a batch-serial baseline on the same fleet; prints one table (bench/README.md).",
     )
-    bench.add_argument("--sddcs", type=int, default=100, help="SDDCs in the wave (default 100)")
     bench.add_argument(
-        "--time-scale", type=float, default=120.0, help="simulated seconds per real second (default 120)"
+        "--sddcs",
+        type=int,
+        default=200,
+        help="SDDCs in the wave (default 200; the issue's sizes: 50, 200, 1000)",
     )
-    bench.add_argument("--seed", type=int, default=42, help="fleet seed (default 42)")
     bench.add_argument(
-        "--max-parallel", type=int, default=None, help="the wave's max_parallel (default: N, all at once)"
+        "--time-scale",
+        type=float,
+        default=STANDARD_TIME_SCALE,
+        help=f"simulated seconds per real second (standard {STANDARD_TIME_SCALE:g}: one simulated minute "
+        "per second)",
+    )
+    bench.add_argument(
+        "--seed", type=int, default=STANDARD_SEED, help=f"fleet seed (standard {STANDARD_SEED})"
+    )
+    bench.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="a service's fleet-wide capacity, = its pool slots (repeatable; standard "
+        + " ".join(f"{k}={v}" for k, v in STANDARD_CAPACITY.items())
+        + ")",
+    )
+    bench.add_argument(
+        "--duration",
+        action="append",
+        default=[],
+        metavar="TYPE=SIM_S",
+        help="a task type's simulated seconds (repeatable; standard: the simulator's defaults)",
+    )
+    bench.add_argument(
+        "--max-parallel", type=int, default=None, help="the wave's max_parallel (standard: N, all at once)"
+    )
+    bench.add_argument(
+        "--capacity-change",
+        default=None,
+        metavar="SERVICE=N@SECONDS",
+        help="lower (or raise) a service's capacity in the simulator N real seconds after the trigger, "
+        "to show the engine's adaptive concurrency (non-standard)",
+    )
+    baseline = bench.add_mutually_exclusive_group()
+    baseline.add_argument(
+        "--baseline-batch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="SDDCs per batch of the batch-serial baseline (default: the NSX capacity, at most N)",
+    )
+    baseline.add_argument("--no-baseline", action="store_true", help="skip the batch-serial baseline")
+    bench.add_argument(
+        "--parse-only",
+        action="store_true",
+        help="only measure the DAG files' parse time (airflow dags report) with a --parse-fleet simulated "
+        "fleet; runs no wave",
+    )
+    bench.add_argument(
+        "--parse-fleet", type=int, default=10_000, help="simulated fleet for --parse-only (default 10000)"
+    )
+    bench.add_argument(
+        "--parse-repeats", type=int, default=3, help="reports per file for --parse-only (default 3)"
     )
     bench.add_argument(
         "--home", type=Path, default=None, help="fresh AIRFLOW_HOME (default var/bench/run-<N>-<time>)"
     )
     bench.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
-    bench.add_argument("--timeout", type=float, default=3600, help="give up on the wave after this (s)")
+    bench.add_argument(
+        "--timeout", type=float, default=3600, help="give up on the wave, and on the baseline, after this (s)"
+    )
     bench.set_defaults(func=run_bench)
+
+
+def _pairs(values: Sequence[str], flag: str, what: str) -> dict[str, str]:
+    from rce_lib.cli import CommandError
+
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        if not sep or not key.strip() or not number.strip():
+            raise CommandError(f"{flag}: expected {what}, got {value!r}")
+        out[key.strip()] = number.strip()
+    return out
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The run's settings, or CommandError (exit 2) naming the bad flag; nothing has started yet."""
+    from rce_lib.cli import CommandError
+
+    try:
+        return BenchSettings.model_validate(
+            {
+                "sddcs": args.sddcs,
+                "time_scale": args.time_scale,
+                "seed": args.seed,
+                # strings: pydantic turns them into numbers, or names the bad one
+                "capacity": _pairs(args.capacity, "--capacity", "SERVICE=N"),
+                "durations_s": _pairs(args.duration, "--duration", "TYPE=SIM_S"),
+                "max_parallel": args.max_parallel,
+                "baseline": not args.no_baseline,
+                "baseline_batch": args.baseline_batch,
+                "timeout_s": args.timeout,
+                "capacity_change": args.capacity_change,
+            }
+        )
+    except ValidationError as err:
+        raise CommandError(validation_message(err)) from None
 
 
 def _iso(ts: str | None) -> float | None:
@@ -215,41 +334,34 @@ def _iso(ts: str | None) -> float | None:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def _prepare_home(home: Path | None, n: int) -> Path:
-    if home is None:
-        home = REPO_ROOT / "var" / "bench" / f"run-{n}-{time.strftime('%Y%m%d-%H%M%S')}"
-    home = home.resolve()
-    if home.exists() and any(home.iterdir()):
-        if not (home / MARKER).exists():
-            raise SystemExit(f"{home} is not empty and not a bench home; give a fresh --home")
-        shutil.rmtree(home)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / MARKER).write_text("created by rce bench; wiped by the next run with this --home\n")
-    return home
+def _prepare_home(home: Path | None, label: str) -> Path:
+    return tool_home(home, tool="bench", label=label)
 
 
-def _write_inputs(home: Path, n: int, args: argparse.Namespace) -> tuple[Path, Path, Path, dict[str, Any]]:
-    from rce_lib.sim.config import DEFAULT_CAPACITY, DEFAULT_DURATIONS
-
-    capacity = dict(DEFAULT_CAPACITY)
-    durations = dict(DEFAULT_DURATIONS)
-    sim_cfg = {
-        "seed": args.seed,
-        "size": fleet_size_for(n),
-        "time_scale": args.time_scale,
-        "durations_s": durations,
-        "capacity": capacity,
+def _sim_config(bs: BenchSettings) -> dict[str, Any]:
+    """The simulator's config for this run (both simulators, the engine's and the baseline's)."""
+    return {
+        "seed": bs.seed,
+        "size": fleet_size_for(bs.sddcs),
+        "time_scale": bs.time_scale,
+        "durations_s": dict(bs.durations_s),
+        "capacity": dict(bs.capacity),
         "rate_limits_enabled": True,
         "mutation_rate": {s: {"rate": 100, "burst": 200} for s in SERVICES},
         "read_rate": {"rate": 5000, "burst": 10000},
     }
+
+
+def _write_inputs(home: Path, bs: BenchSettings) -> tuple[Path, Path, Path, dict[str, Any]]:
+    n = bs.sddcs
+    sim_cfg = _sim_config(bs)
     sim_path = home / "sim-config.yaml"
     sim_path.write_text(yaml.safe_dump(sim_cfg, sort_keys=False))
     plan = {
         "rollout": f"bench-{n}",
         "release": TARGET_VERSION,
         "defaults": {
-            "max_parallel": args.max_parallel or n,
+            "max_parallel": bs.wave_parallel,
             "max_fail_percentage": 100,
             "bake_seconds": 0,
             "gate": {"max_error_rate": 0.05, "max_p95_latency_ms": 800},
@@ -261,14 +373,14 @@ def _write_inputs(home: Path, n: int, args: argparse.Namespace) -> tuple[Path, P
                 "selector": {"versions": [SOURCE_VERSION]},
                 "size": n,
                 "canary_size": 0,
-                "max_parallel": args.max_parallel or n,
+                "max_parallel": bs.wave_parallel,
             }
         ],
     }
     plan_path = home / "rollout-bench.yaml"
     plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
     # Pools at the simulator's capacities: the most the engine may have in flight per service.
-    pool_slots = {s: int(capacity[s]) for s in SERVICES}
+    pool_slots = {s: int(bs.capacity[s]) for s in SERVICES}
     pools = {
         POOLS[s]: {
             "slots": pool_slots[s],
@@ -284,30 +396,77 @@ def _write_inputs(home: Path, n: int, args: argparse.Namespace) -> tuple[Path, P
         plan_path,
         pools_path,
         {
-            "capacity": capacity,
-            "durations": durations,
+            "capacity": dict(bs.capacity),
+            "durations": dict(bs.durations_s),
             "pool_slots": pool_slots,
             "fleet_size": sim_cfg["size"],
+            "seed": bs.seed,
+            "standard": not bs.deviations(),
+            "deviations": bs.deviations(),
+            "bytecode_cache": str(PYCACHE),
         },
     )
 
 
+# ============================================================== the run
+
+
+def _start_sim(home: Path, *, size: int, time_scale: float, config: Path) -> tuple[Group, str, _SimClient]:
+    """Start a simulator and prove it answers; CommandError (exit 2) within seconds otherwise."""
+    from rce_lib.cli import CommandError
+
+    log = home / "logs" / "simulator.log"
+    try:
+        sim, url = start_simulator(home, size=size, time_scale=time_scale, token=BENCH_TOKEN, config=config)
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith("For further information")]
+        why = " / ".join(lines[-3:])[-400:] if lines else "no output"
+        raise CommandError(f"the simulator did not start (see {log}): {why}") from None
+    client = _SimClient(url)
+    try:
+        client.reachable()
+    except CommandError:
+        sim.stop()
+        raise
+    return sim, url, client
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    n = int(args.sddcs)
-    if n < 1:
-        raise SystemExit("--sddcs must be >= 1")
-    home = _prepare_home(args.home, n)
-    sim_path, plan_path, pools_path, settings = _write_inputs(home, n, args)
+    from rce_lib.cli import CommandError
+
+    bs = settings_from_args(args)
+    if args.parse_only:
+        if args.parse_fleet < 1 or args.parse_repeats < 1:
+            raise CommandError("--parse-fleet and --parse-repeats must be >= 1")
+        from rce_lib.devenv.bench_parse import run_parse_only
+
+        home = _prepare_home(args.home, f"parse-{args.parse_fleet}")
+        return run_parse_only(
+            home=home, fleet=args.parse_fleet, repeats=args.parse_repeats, json_out=args.json
+        )
+    n = bs.sddcs
+    home = _prepare_home(args.home, f"run-{n}")
+    sim_path, plan_path, pools_path, settings = _write_inputs(home, bs)
     groups: list[Group] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    def stop_all() -> None:
+        for group in reversed(groups):
+            group.stop()
+            kill_session(group.pid)
+        groups.clear()
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"rce bench: {n} SDDCs, time scale {args.time_scale:g}, AIRFLOW_HOME={home}", flush=True)
+    print(f"rce bench: {n} SDDCs, AIRFLOW_HOME={home}", flush=True)
+    print(f"settings: {bs.describe()}", flush=True)
+    print(_standard_line(settings["deviations"]), flush=True)
+    result: dict[str, Any] | None = None
     try:
-        sim, sim_url = start_simulator(
-            home, size=settings["fleet_size"], time_scale=args.time_scale, token=BENCH_TOKEN, config=sim_path
+        sim, sim_url, sim_client = _start_sim(
+            home, size=settings["fleet_size"], time_scale=bs.time_scale, config=sim_path
         )
         groups.append(sim)
         print(f"simulator {sim_url} ({settings['fleet_size']} SDDCs)", flush=True)
@@ -319,6 +478,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 "RCE_ROLLOUT_PLAN": str(plan_path),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
+                # Bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set and a venv
+                # installed without it, every task process would compile Airflow and rce_lib from source.
+                **BYTECODE_ENV,
             },
         )
         print("migrating the Airflow DB, importing the bench pools ...", flush=True)
@@ -332,16 +494,19 @@ def run_bench(args: argparse.Namespace) -> int:
         rest.wait_for_dag(dag_id)
         _check_pools(rest, settings["pool_slots"])
         rest.unpause(dag_id)
-        sim_client = _SimClient(sim_url)
         sim_client.post("/sim/reset-counters")
         cpu0, _ = session_cpu_seconds(standalone.pid)
+        roles0 = session_cpu_by_role(standalone.pid)
         sim_cpu0, _ = session_cpu_seconds(sim.pid)
-        t_trigger = time.time()
-        run_id = rest.trigger(dag_id, {"target_version": TARGET_VERSION})
-        print(f"triggered {dag_id} run {run_id}", flush=True)
-        state = _wait(rest, dag_id, run_id, timeout=args.timeout)
-        t_seen = time.time()
+        with MemorySampler(standalone.pid) as memory:
+            t_trigger = time.time()
+            run_id = rest.trigger(dag_id, {"target_version": TARGET_VERSION})
+            print(f"triggered {dag_id} run {run_id}", flush=True)
+            with _pressure(bs, sim_client, home, t_trigger) as probe:
+                state = _wait(rest, dag_id, run_id, timeout=bs.timeout_s, watch=[sim, standalone])
+            t_seen = time.time()
         cpu1, procs = session_cpu_seconds(standalone.pid)
+        roles1 = session_cpu_by_role(standalone.pid)
         sim_cpu1, _ = session_cpu_seconds(sim.pid)
         counters = sim_client.get("/sim/counters")
         tis = _patient(lambda: rest.task_instances(dag_id, run_id))
@@ -357,7 +522,7 @@ def run_bench(args: argparse.Namespace) -> int:
         tasks = [t for sddc_id in cohort for t in sim_client.tasks(sddc_id)]
         result = summarize(
             n=n,
-            time_scale=args.time_scale,
+            time_scale=bs.time_scale,
             settings=settings,
             state=state,
             run=run,
@@ -370,25 +535,168 @@ def run_bench(args: argparse.Namespace) -> int:
             tasks=tasks,
             cpu_s=cpu1 - cpu0,
             cpu_procs=procs,
+            cpu_by_role={r: roles1[r] - roles0.get(r, 0.0) for r in roles1},
             sim_cpu_s=sim_cpu1 - sim_cpu0,
+            peak_rss_bytes=memory.peak_rss,
+            peak_pss_bytes=memory.peak_pss,
         )
         result["home"] = str(home)
-        print()
-        print(render_table(result))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-            print(f"\nwrote {args.json}")
-        return 0 if state == "success" and result["sddcs"]["failed"] == 0 else 1
+        if probe is not None:
+            result["pressure"] = summarize_pressure(
+                probe, mutating_calls=int(counters.get("mutating_calls", 0))
+            )
+        engine_makespan = result["makespan_s"]["trigger_to_last_sddc_done"]
+        print(
+            f"engine: {state}, makespan {engine_makespan:.1f} s; stopping Airflow and its simulator",
+            flush=True,
+        )
+        stop_all()  # the baseline gets the machine to itself, as the engine had
+        if bs.baseline:
+            result["baseline"] = _baseline(home, bs, settings, sim_path, groups)
+            result["speedup"] = _speedup(result["baseline"], engine_makespan)
+        else:
+            result["baseline"], result["speedup"] = None, None
+        _emit(result, args.json)
+        baseline = result["baseline"]
+        baseline_ok = baseline is None or (baseline["state"] == "done" and baseline["failed"] == 0)
+        if result["baseline"] is not None and result["baseline"]["state"] == "interrupted":
+            return 130
+        return 0 if state == "success" and result["sddcs"]["failed"] == 0 and baseline_ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
     finally:
-        for group in reversed(groups):
-            group.stop()
-            kill_session(group.pid)
+        stop_all()
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+@contextmanager
+def _pressure(bs: BenchSettings, sim: _SimClient, home: Path, t0: float) -> Iterator[PressureProbe | None]:
+    """The capacity change and its probe while the wave runs (nothing without --capacity-change)."""
+    change = bs.change
+    if change is None:
+        yield None
+        return
+    from rce_lib.ledger import Ledger
+    from rce_lib.pacing.store import Pacer
+
+    pacer = Pacer(Ledger(f"sqlite:///{home / 'rce_ledger.db'}"))
+
+    def pacing() -> dict[str, tuple[float | None, int]]:
+        return {s.service: (s.limit, s.in_flight) for s in pacer.states()}
+
+    probe = PressureProbe(
+        change,
+        counters=lambda: sim.get("/sim/counters"),
+        set_capacity=lambda service, n: sim.post("/sim/faults", {"capacity": {service: n}}),
+        pacing=pacing,
+        t0=t0,
+    )
+    with probe:
+        yield probe
+    print(f"capacity change applied at {probe.applied_at} s: {change.describe()}", flush=True)
+
+
+def _standard_line(deviations: Sequence[str]) -> str:
+    if not deviations:
+        return "STANDARD SETTINGS (issue 6): comparable with every other standard run"
+    return "NON-STANDARD SETTINGS: " + "; ".join(deviations) + " -- not comparable with standard runs"
+
+
+def _emit(result: Mapping[str, Any], json_out: Path | None) -> None:
+    print()
+    print(render_table(result))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"\nwrote {json_out}")
+
+
+def _speedup(baseline: Mapping[str, Any], engine_makespan: float) -> float | None:
+    """Baseline makespan / engine makespan, when both are numbers worth dividing."""
+    if baseline.get("state") != "done" or engine_makespan <= 0:
+        return None
+    return float(baseline["makespan_s"]) / engine_makespan
+
+
+def _baseline(
+    home: Path, bs: BenchSettings, settings: Mapping[str, Any], sim_path: Path, groups: list[Group]
+) -> dict[str, Any]:
+    """The batch-serial baseline on a second simulator with the same config (a fresh fleet)."""
+    from rce_lib.devenv.bench_baseline import run_baseline, sim_connection
+
+    k = bs.batch_size
+    rule = (
+        "--baseline-batch"
+        if bs.baseline_batch
+        else "the NSX capacity" + ("" if k == bs.capacity["nsx"] else f", capped at N = {bs.sddcs}")
+    )
+    print(f"baseline: batches of {k} ({rule}), a second simulator ...", flush=True)
+    from rce_lib.cli import CommandError
+
+    try:
+        sim, url, client = _start_sim(
+            home / "baseline", size=settings["fleet_size"], time_scale=bs.time_scale, config=sim_path
+        )
+    except CommandError as err:  # keep the engine's numbers: report the baseline as not run
+        print(f"baseline not run: {err}", file=sys.stderr, flush=True)
+        return {"state": "not run", "error": str(err), "batch_size": k, "batch_size_rule": rule, "failed": 0}
+    groups.append(sim)
+    client.post("/sim/reset-counters")
+    sim_cpu0, _ = session_cpu_seconds(sim.pid)
+    interrupted = False
+    try:
+        with sim_connection(url, BENCH_TOKEN) as conn_id:
+            res = run_baseline(
+                batch_size=k,
+                target_version=TARGET_VERSION,
+                source_version=SOURCE_VERSION,
+                conn_id=conn_id,
+                timeout_s=bs.timeout_s,
+                progress=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True),
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        res = None
+    sim_cpu1, _ = session_cpu_seconds(sim.pid)
+    if res is None or interrupted:
+        return {"state": "interrupted", "batch_size": k, "batch_size_rule": rule, "failed": 0}
+    counters = client.get("/sim/counters")
+    fleet = client.get("/sim/state")
+    shapes = _shapes(fleet)
+    n = max(1, res.sddcs)
+    ideal = sum(max(sddc_chain_s(shapes.get(i, []), bs.durations_s) for i in b.sddc_ids) for b in res.batches)
+    api = _api_numbers(counters, n)
+    return {
+        "state": res.state,
+        "batch_size": k,
+        "batch_size_rule": rule,
+        "batches": len(res.batches),
+        "poll_s": res.poll_s,
+        "sddcs": res.sddcs,
+        "upgraded": res.upgraded,
+        "failed": len(res.failed),
+        "failures": dict(list(res.failed.items())[:10]),
+        "makespan_s": res.makespan_s,
+        "ideal_s": ideal / bs.time_scale,
+        "ideal_sim_s": ideal,
+        "api": api,
+        "duplicate_starts": int(counters.get("duplicate_starts", {}).get("count", 0)),
+        "retry_after_violations": int(counters.get("retry_after_violations", {}).get("count", 0)),
+        "cpu_s": res.cpu_s,
+        "cpu_s_per_sddc": res.cpu_s / n,
+        "simulator_cpu_s": sim_cpu1 - sim_cpu0,
+    }
+
+
+def _shapes(fleet: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Hosts per cluster (largest first) of every SDDC in a GET /sim/state answer."""
+    out: dict[str, list[int]] = {}
+    for s in fleet.get("sddcs", []):
+        per_cluster: Counter[str] = Counter(h["cluster_id"] for h in s.get("hosts", []))
+        out[str(s["id"])] = sorted(per_cluster.values(), reverse=True)
+    return out
 
 
 def _check_pools(rest: AirflowRest, slots: Mapping[str, int]) -> None:
@@ -402,14 +710,23 @@ def _check_pools(rest: AirflowRest, slots: Mapping[str, int]) -> None:
             )
 
 
-def _wait(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float) -> str:
+def _wait(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float, watch: Sequence[Group] = ()) -> str:
     """Poll the run (every 5 s; progress every 30 s). Light on purpose: the bench's own reads
-    load the same SQLite-backed api-server the run needs."""
+    load the same SQLite-backed api-server the run needs. A process of `watch` that exits
+    (the simulator, airflow standalone) ends the wait at once: the run could only hang."""
+    from rce_lib.cli import CommandError
+
     deadline = time.monotonic() + timeout
     last_line, last_print = "", 0.0
     state = "queued"
     unhealthy = 0
     while time.monotonic() < deadline:
+        for group in watch:
+            if not group.alive():
+                raise CommandError(
+                    f"the {group.name} exited during the run (see {group.log_path}): "
+                    f"{(group.log_tail(1) or 'no output').strip()}"
+                )
         state = _patient(lambda: rest.run_state(dag_id, run_id))
         if state in ("success", "failed"):
             return state
@@ -457,6 +774,8 @@ def _patient(call: Callable[[], T], tries: int = 12, pause: float = 5.0) -> T:
 
 
 class _SimClient:
+    """The bench's own reads of the simulator (/sim/... and task lists), not the engine's hook."""
+
     def __init__(self, url: str) -> None:
         import requests
 
@@ -466,14 +785,35 @@ class _SimClient:
         self.session.headers["Authorization"] = f"Bearer {BENCH_TOKEN}"
 
     def get(self, path: str, **params: Any) -> Any:
-        resp = self.session.get(f"{self.url}{path}", params=params or None, timeout=60)
+        resp = self.session.get(f"{self.url}{path}", params=params or None, timeout=(5, 60))
         resp.raise_for_status()
         return resp.json()
 
-    def post(self, path: str) -> Any:
-        resp = self.session.post(f"{self.url}{path}", json={}, timeout=60)
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        resp = self.session.post(f"{self.url}{path}", json=dict(body or {}), timeout=(5, 60))
         resp.raise_for_status()
         return resp.json()
+
+    def reachable(self, within: float | None = None) -> None:
+        """GET /sim/counters answers 200 within `within` s, or CommandError: a simulator the bench
+        cannot reach fails the run here, in seconds, not after the wave's timeout."""
+        import requests
+
+        from rce_lib.cli import CommandError
+
+        within = SIM_REACH_S if within is None else within
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                resp = self.session.get(f"{self.url}/sim/counters", timeout=(2, 5))
+                if resp.status_code == 200:
+                    return
+                why = f"HTTP {resp.status_code}"
+            except requests.RequestException as err:
+                why = type(err).__name__
+            if time.monotonic() >= deadline:
+                raise CommandError(f"cannot reach the simulator at {self.url} within {within:g} s ({why})")
+            time.sleep(0.5)
 
     def tasks(self, sddc_id: str) -> list[dict[str, Any]]:
         return list(self.get(f"/api/v1/sddcs/{sddc_id}/tasks", limit=200).get("items", []))
@@ -499,6 +839,9 @@ def summarize(
     cpu_s: float,
     cpu_procs: int,
     sim_cpu_s: float,
+    cpu_by_role: Mapping[str, float] | None = None,
+    peak_rss_bytes: int = 0,
+    peak_pss_bytes: int = 0,
 ) -> dict[str, Any]:
     from rce_lib.sim.state import service_of
 
@@ -558,24 +901,16 @@ def summarize(
     bound_real = bound.lower_bound_s / time_scale
     engine_real = bound.engine_bound_s / time_scale
 
-    # -- API traffic
-    requests = counters.get("requests", [])
-    total_requests = int(counters.get("requests_total", 0))
-    mutating = int(counters.get("mutating_calls", 0))
-    by_route: Counter[str] = Counter()
-    refused_mutating = 0
-    status_count: Counter[str] = Counter()
-    for r in requests:
-        by_route[f"{r['method']} {r['route']}"] += int(r["count"])
-        status_count[str(r["status"])] += int(r["count"])
-        if r["method"] in ("POST", "PUT") and str(r["status"]) in ("429", "503"):
-            refused_mutating += int(r["count"])
     peaks = {s: int(counters.get("concurrent", {}).get(s, {}).get("peak", 0)) for s in SERVICES}
 
     return {
         "settings": {
             "sddcs": n,
             "fleet_size": settings["fleet_size"],
+            "seed": settings.get("seed"),
+            "standard": settings.get("standard"),
+            "deviations": list(settings.get("deviations", [])),
+            "bytecode_cache": settings.get("bytecode_cache"),
             "time_scale": time_scale,
             "durations_s": durations,
             "capacity": capacity,
@@ -616,17 +951,10 @@ def summarize(
         },
         "tasks_created": dict(task_count),
         "api": {
-            "requests_total": total_requests,
-            "requests_per_sddc": total_requests / n,
-            "mutating_calls": mutating,
-            "mutating_per_sddc": mutating / n,
-            "by_route": dict(by_route.most_common()),
-            "by_status": dict(status_count),
-            "http_429": dict(counters.get("http_429", {})),
-            "http_503": dict(counters.get("http_503", {})),
-            "capacity_503": dict(counters.get("capacity_503", {})),
-            "mutating_refused": refused_mutating,
-            "mutating_refused_share": refused_mutating / mutating if mutating else 0.0,
+            **_api_numbers(counters, n),
+            "task_polls_by_type": dict(sorted(counters.get("task_polls", {}).items())),
+            "health_reads_note": "GET /health: postcheck per SDDC, plus the canary gate's samples "
+            "(per canary SDDC per sample interval, not one SDDC's upgrade; the bench wave has no canary)",
         },
         "concurrency": {
             s: {"peak": peaks[s], "pool_slots": pool_slots[s], "capacity": capacity[s]} for s in SERVICES
@@ -637,8 +965,42 @@ def summarize(
             "orchestration_cpu_s": cpu_s,
             "orchestration_cpu_s_per_sddc": cpu_s / n,
             "session_processes_at_end": cpu_procs,
+            "by_component": {
+                r: round(v, 2) for r, v in sorted((cpu_by_role or {}).items(), key=lambda kv: -kv[1])
+            },
             "simulator_cpu_s": sim_cpu_s,
+            "peak_rss_bytes": peak_rss_bytes,
+            "peak_pss_bytes": peak_pss_bytes,
         },
+    }
+
+
+def _api_numbers(counters: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """Requests by route and status, and the share of mutating calls refused with 429/503,
+    from a GET /sim/counters answer (engine and baseline alike)."""
+    total = int(counters.get("requests_total", 0))
+    mutating = int(counters.get("mutating_calls", 0))
+    by_route: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    refused = 0
+    for r in counters.get("requests", []):
+        by_route[f"{r['method']} {r['route']}"] += int(r["count"])
+        by_status[str(r["status"])] += int(r["count"])
+        if r["method"] in ("POST", "PUT") and str(r["status"]) in ("429", "503"):
+            refused += int(r["count"])
+    return {
+        "requests_total": total,
+        "requests_per_sddc": total / n,
+        "mutating_calls": mutating,
+        "mutating_per_sddc": mutating / n,
+        "by_route": dict(by_route.most_common()),
+        "by_route_per_sddc": {k: v / n for k, v in by_route.most_common()},
+        "by_status": dict(by_status),
+        "http_429": dict(counters.get("http_429", {})),
+        "http_503": dict(counters.get("http_503", {})),
+        "capacity_503": dict(counters.get("capacity_503", {})),
+        "mutating_refused": refused,
+        "mutating_refused_share": refused / mutating if mutating else 0.0,
     }
 
 
@@ -653,7 +1015,7 @@ class _Table:
         self.rows.append((f"  {key}", value))
 
     def render(self) -> str:
-        width = max(len(k) for k, _ in self.rows)
+        width = max((len(k) for k, v in self.rows if v), default=0)  # section titles may overhang
         line = "=" * min(110, width + 2 + max(len(v) for _, v in self.rows))
         body = [f"{k:<{width}}  {v}" if v else k for k, v in self.rows]
         return "\n".join([line, *body, line])
@@ -667,15 +1029,24 @@ def render_table(r: Mapping[str, Any]) -> str:
     s, lb, ms, scale = r["settings"], r["lower_bound"], r["makespan_s"], r["settings"]["time_scale"]
     t = _Table()
     t.section("settings")
+    deviations = s.get("deviations") or []
+    if deviations:
+        t.add("NON-STANDARD SETTINGS", "; ".join(deviations))
+    else:
+        t.add(
+            "benchmark settings", "STANDARD (issue 6: time scale 60, simulator durations, fixed capacities)"
+        )
     t.add(
         "SDDCs in wave / fleet size",
         f"{s['sddcs']} / {s['fleet_size']}  ({s['clusters_in_wave']} clusters, {s['hosts_in_wave']} hosts)",
     )
-    t.add("time scale", f"{scale:g} sim-s per real s")
+    t.add("time scale / fleet seed", f"{scale:g} sim-s per real s / {s.get('seed')}")
     t.add("durations (sim-s)", ", ".join(f"{k} {v:g}" for k, v in s["durations_s"].items()))
     t.add(
         "capacity / pool slots", ", ".join(f"{k} {s['capacity'][k]}/{s['pool_slots'][k]}" for k in SERVICES)
     )
+    if s.get("bytecode_cache"):
+        t.add("Airflow's Python bytecode", f"cached in {s['bytecode_cache']}")
     t.add(
         "run state / SDDCs upgraded",
         f"{r['run_state']} / {r['sddcs']['upgraded']} of "
@@ -715,6 +1086,16 @@ def render_table(r: Mapping[str, Any]) -> str:
     api = r["api"]
     t.add("requests total / per SDDC", f"{api['requests_total']} / {api['requests_per_sddc']:.1f}")
     t.add("mutating calls total / per SDDC", f"{api['mutating_calls']} / {api['mutating_per_sddc']:.1f}")
+    for route, count in api.get("by_route", {}).items():
+        t.add(f"  {route}", f"{count} / {count / max(1, s['sddcs']):.1f} per SDDC")
+    polls = api.get("task_polls_by_type") or {}
+    if polls:
+        t.add(
+            "task polls by task type / per task",
+            ", ".join(
+                f"{k} {v}/{v / max(1, r['tasks_created'].get(k, 0)):.1f}" for k, v in sorted(polls.items())
+            ),
+        )
     t.add("HTTP 429 by service", _counts(api["http_429"]))
     t.add(
         "HTTP 503 by service (at capacity)", f"{_counts(api['http_503'])}  ({_counts(api['capacity_503'])})"
@@ -736,8 +1117,89 @@ def render_table(r: Mapping[str, Any]) -> str:
         "CPU-seconds total / per SDDC",
         f"{cpu['orchestration_cpu_s']:.1f} / {cpu['orchestration_cpu_s_per_sddc']:.2f}",
     )
+    for role, seconds in cpu.get("by_component", {}).items():
+        t.add(f"  {role}", f"{seconds:.1f} / {seconds / r['settings']['sddcs']:.2f}")
     t.add("simulator CPU-seconds", f"{cpu['simulator_cpu_s']:.1f}")
+    t.add(
+        "peak memory, sum of the session's processes",
+        f"PSS {_mib(cpu.get('peak_pss_bytes'))}, RSS {_mib(cpu.get('peak_rss_bytes'))}"
+        " (RSS: shared pages once per process)",
+    )
+    _pressure_rows(t, r)
+    _baseline_rows(t, r)
     return t.render()
+
+
+def _pressure_rows(t: _Table, r: Mapping[str, Any]) -> None:
+    p = r.get("pressure")
+    if not p:
+        return
+    c = p["change"]
+    t.section(f"capacity change: {c['service']} -> {c['capacity']} at {c['at_s']:g} s (adaptive concurrency)")
+    t.add("applied at (s after trigger)", _num(p["applied_at_s"], "never"))
+    t.add(
+        "capacity refusals (503) / share of mutating calls",
+        f"{p['capacity_refusals']} / {_pct(p['capacity_refusals_share_of_mutating'])}",
+    )
+    t.add(
+        "in flight before / peak after / mean after (busy)",
+        f"{_num(p['mean_in_flight_before'])} / {_num(p['peak_in_flight_after'])} / "
+        f"{_num(p['mean_in_flight_after_while_busy'])}  (new capacity {c['capacity']}: "
+        f"{_ratio(p['utilisation_of_new_capacity'])} of it used)",
+    )
+    t.add(
+        "engine limit: closed after (s) / min / at the end",
+        f"{_num(p['limit_closed_after_s'], 'never')} / {_num(p['limit_min'])}"
+        f" / {_num(p['limit_last'], 'open')}",
+    )
+    timeline = p["timeline"][:: max(1, len(p["timeline"]) // 12)]
+    t.add(
+        "t: in flight / engine limit",
+        "  ".join(f"{s['t']:.0f}s:{s['sim_in_flight']}/{_num(s['limit'], 'open', '.0f')}" for s in timeline),
+    )
+
+
+def _num(value: float | None, missing: str = "-", fmt: str = ".1f") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def _baseline_rows(t: _Table, r: Mapping[str, Any]) -> None:
+    b = r.get("baseline")
+    t.section("batch-serial baseline (like Ansible serial: k; no Airflow)")
+    if b is None:
+        t.add("baseline", "skipped (--no-baseline)")
+        return
+    if b.get("state") in ("interrupted", "not run"):
+        why = f": {b['error']}" if b.get("error") else ""
+        t.add("baseline", f"{b['state']} (batches of {b['batch_size']}){why}")
+        return
+    scale = r["settings"]["time_scale"]
+    t.add(
+        "batch size k / batches / poll",
+        f"{b['batch_size']} ({b['batch_size_rule']}) / {b['batches']} / every {b['poll_s']:g} s",
+    )
+    t.add("state / SDDCs upgraded", f"{b['state']} / {b['upgraded']} of {b['sddcs']} (failed {b['failed']})")
+    t.add("baseline makespan", _fmt_s(b["makespan_s"], scale))
+    t.add(
+        "baseline with no overhead (sum of slowest per batch)",
+        f"{b['ideal_sim_s']:.0f} sim-s = {b['ideal_s']:.1f} s real",
+    )
+    api = b["api"]
+    t.add(
+        "requests / per SDDC; mutating refused",
+        f"{api['requests_total']} / {api['requests_per_sddc']:.1f}; "
+        f"{api['mutating_refused']} = {_pct(api['mutating_refused_share'])}",
+    )
+    t.add(
+        "duplicate starts / Retry-After violations",
+        f"{b['duplicate_starts']} / {b['retry_after_violations']}",
+    )
+    t.add("CPU-seconds total / per SDDC (driver)", f"{b['cpu_s']:.1f} / {b['cpu_s_per_sddc']:.2f}")
+    t.add("SPEED-UP (baseline makespan / engine makespan)", _ratio(r.get("speedup")))
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if not value else f"{value / 2**20:.0f} MiB"
 
 
 def _ratio(value: float | None) -> str:

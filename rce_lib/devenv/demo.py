@@ -7,7 +7,6 @@ Leaves the UI running at http://localhost:8080 until Ctrl-C (or exits with
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -17,9 +16,10 @@ from typing import Any
 
 from rce_lib.devenv.airflow_local import API_PORT, REPO_ROOT, LocalAirflow
 from rce_lib.devenv.airflow_rest import AirflowRest
-from rce_lib.devenv.processes import Group, kill_listeners, start_group
+from rce_lib.devenv.processes import Group, kill_listeners, start_exporter, start_group
 
 SIM_PORT = 8600
+METRICS_PORT = 9464
 SIM_TOKEN = "demo-token"
 READY_PREFIX = "rce-sim listening on "
 
@@ -113,6 +113,15 @@ def run_demo(args: argparse.Namespace) -> int:
     local.prepare()
     print("starting airflow standalone (scheduler, dag-processor, triggerer, api-server) ...", flush=True)
     groups.append(local.start_standalone())
+    kill_listeners(METRICS_PORT)
+    groups.append(
+        start_exporter(
+            METRICS_PORT,
+            f"sqlite:///{home / 'rce_ledger.db'}",
+            env=local.env(),
+            log_path=home / "logs" / "exporter.log",
+        )
+    )
     rest = AirflowRest(f"http://localhost:{local.api_port}", "admin", local.password())
     rest.wait_ready()
     dag_id = f"rce_wave_{args.wave}"
@@ -122,9 +131,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"triggered {dag_id} run {run_id} (target {args.target})\n", flush=True)
     state = watch(rest, dag_id, run_id, timeout=args.timeout)
     print_summary(home, dag_id, run_id, state)
+    print_metrics(METRICS_PORT, dag_id.removeprefix("rce_wave_"))
     print(
         f"\nAirflow UI: http://localhost:{local.api_port}  user admin, password in "
         f"{local.password_file()}\nFleet simulator: {sim_url} (counters at {sim_url}/sim/counters)"
+        f"\nMetrics (Prometheus text format): http://127.0.0.1:{METRICS_PORT}/metrics"
     )
     if args.exit_when_done:
         for group in reversed(groups):
@@ -183,23 +194,48 @@ def progress_line(tis: list[dict[str, Any]]) -> str:
 
 
 def print_summary(home: Path, dag_id: str, run_id: str, state: str) -> None:
+    """The run's final picture: the `rce status` table (every SDDC, phases, failures), then the
+    canary gate's full judgement."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
     from rce_lib.ledger import Ledger
+    from rce_lib.status.collect import collect
+    from rce_lib.status.render import render
 
     ledger = Ledger(f"sqlite:///{home / 'rce_ledger.db'}")
     wave = dag_id.removeprefix("rce_wave_")
-    rows = [p for p in ledger.list_progress(wave=wave, run_id=run_id)]
-    print(f"\n== {dag_id} {run_id}: {state}")
-    for row in rows:
-        err = f"  [{row.last_error.code}] {row.last_error.message}" if row.last_error else ""
-        print(
-            f"  {row.sddc_id:<14} {row.status.value:<12} {row.phase.value:<16} "
-            f"{row.source_version} -> {row.target_version}{err}"
-        )
+    print(f"\n== {dag_id} {run_id}: {state}", flush=True)
+    snapshot = collect(ledger, now=datetime.now(UTC), wave=wave, run_id=run_id)
+    Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False).print(render(snapshot, details=True))
     decisions = ledger.events(wave=wave, run_id=run_id, kinds=["gate_decision"])
     if decisions:
         print("\n" + decisions[-1].message + "\n")
-    events = ledger.events(wave=wave, run_id=run_id, kinds=["cohort_resolved"])
-    if events:
-        excluded = events[-1].data.get("excluded", [])
-        counts = Counter(e["reason"] for e in excluded)
-        print("  excluded: " + (json.dumps(dict(counts)) if counts else "none"))
+    print(f"(live: rce status --wave {wave} --watch --ledger-url sqlite:///{home / 'rce_ledger.db'})")
+
+
+def print_metrics(port: int, wave: str) -> None:
+    """A few of the exporter's series, read back over HTTP as Prometheus would."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError as err:
+        print(f"\n  metrics: exporter not reachable on port {port} ({err})")
+        return
+    print("\n== metrics (rce exporter)")
+    shown = (
+        "rce_sddcs",
+        "rce_downstream_requests_total",
+        "rce_downstream_throttled_total",
+        "rce_gate_decisions_total",
+    )
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in shown and sample.value and sample.labels.get("wave", wave) == wave:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                print(f"  {sample.name}{{{labels}}} {sample.value:g}")

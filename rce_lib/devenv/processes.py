@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -176,3 +177,9 @@ def kill_listeners(port: int) -> None:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
                     break
+
+
+def start_exporter(port: int, ledger_url: str, *, env: Mapping[str, str], log_path: Path) -> Group:
+    """`rce exporter` on 127.0.0.1:`port` for this ledger, as its own process group."""
+    argv = [sys.executable, "-m", "rce_lib.cli", "exporter", "--addr", "127.0.0.1", "--port", str(port)]
+    return start_group("exporter", [*argv, "--ledger-url", ledger_url], env=env, log_path=log_path)

@@ -23,6 +23,7 @@ from rce_lib.api.models import (
     TaskStatus,
     TaskType,
 )
+from rce_lib.api.services import TASK_SERVICE
 from rce_lib.api.tracing import traceparent
 from rce_lib.errors import InvalidIdentifier, ParamsError
 
@@ -45,6 +46,12 @@ class ApiRequest:
     task_type: TaskType | None = None
     #: For single-resource reads and mutations: the SDDC the answer must be about.
     sddc_id: str | None = None
+
+    @property
+    def service(self) -> str:
+        """The downstream service this request loads: a component service for task starts
+        (the one whose capacity can refuse it), `control` for reads and polls."""
+        return TASK_SERVICE[self.task_type].value if self.task_type is not None else "control"
 
 
 def _shown(value: object) -> str:
@@ -217,9 +224,10 @@ def start_rollback(sddc: str, snapshot: str, key: str) -> ApiRequest:
     return _mutation("POST", route, path, body, key, TaskType.ROLLBACK, sid)
 
 
-def request_headers(req: ApiRequest, trace_id: str) -> dict[str, str]:
-    """Headers every request carries (auth is added by the transport, never here, never logged)."""
-    headers = {"Accept": "application/json", "traceparent": traceparent(trace_id)}
+def request_headers(req: ApiRequest, trace_id: str, span_id: str | None = None) -> dict[str, str]:
+    """Headers every request carries (auth is added by the transport, never here, never logged).
+    `span_id`: the client span of this attempt (a fresh random id when None)."""
+    headers = {"Accept": "application/json", "traceparent": traceparent(trace_id, span_id)}
     if req.key is not None:
         headers["Idempotency-Key"] = req.key
     return headers

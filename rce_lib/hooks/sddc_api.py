@@ -9,12 +9,15 @@ redirects are refused so the token can never be sent to another host.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
@@ -49,13 +52,14 @@ from rce_lib.hooks._responses import (
 )
 from rce_lib.hooks._routes import ApiRequest, request_headers
 from rce_lib.hooks.retry import MUTATIONS, READS, RetryPolicy, retrying, transport_error
+from rce_lib.telemetry import tracing
 
 __all__ = ["OnRequest", "SddcApiAsyncHook", "SddcApiHook", "StartResult"]
 
 log = logging.getLogger(__name__)
 
-#: Observer called once per HTTP attempt: (route template, method, status or None, seconds).
-OnRequest = Callable[[str, str, int | None, float], None]
+#: Observer called once per HTTP attempt: (the request, status or None, seconds).
+OnRequest = Callable[[ApiRequest, int | None, float], None]
 _CHUNK = 64 * 1024
 
 
@@ -81,6 +85,37 @@ def _refuse_redirect(
     if 300 <= resp.status_code < 400:
         resp.close()
         raise ContractViolation(f"{where}: HTTP {resp.status_code} redirect refused (never followed)")
+
+
+class _Deadline:
+    """The whole exchange's deadline (connect + read timeouts, as the async hook's `total`).
+
+    requests' timeouts are per socket operation: a body that trickles a byte at a time
+    never trips them, and the size cap would take days to. Once the deadline passes, a
+    timer shuts the socket's read side from its own thread, which ends the blocked read.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.passed = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self, resp: requests.Response, elapsed: float) -> None:
+        self._timer = threading.Timer(max(0.0, self.seconds - elapsed), self._expire, (resp,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self, resp: requests.Response) -> None:
+        self.passed = True
+        with contextlib.suppress(Exception):  # already closed or released: nothing left to stop
+            resp.raw.shutdown()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def error(self) -> requests.exceptions.ReadTimeout:
+        return requests.exceptions.ReadTimeout(f"answer not complete within {self.seconds:g} s")
 
 
 class _SessionHook(HttpHook):
@@ -111,7 +146,9 @@ class SddcApiHook(BaseHook):
 
     :param sddc_api_conn_id: an http connection: host/port/schema, password = bearer token, extras
         `verify`, `ca_bundle`, `connect_timeout`, `read_timeout`, `max_body_bytes`.
-    :param trace_id: the (run, SDDC) trace id; every request gets a fresh span under it.
+    :param trace_id: the (run, SDDC) trace id; every request gets a span of its own under it.
+    :param parent_span_id: parent of the requests' client spans when no span of this trace is
+        current (tracing on only; rce_lib.telemetry.tracing).
     :param on_request: observer called once per HTTP attempt (for metrics).
     """
 
@@ -125,6 +162,7 @@ class SddcApiHook(BaseHook):
         sddc_api_conn_id: str = default_conn_name,
         *,
         trace_id: str | None = None,
+        parent_span_id: str | None = None,
         on_request: OnRequest | None = None,
         reads: RetryPolicy = READS,
         mutations: RetryPolicy = MUTATIONS,
@@ -137,6 +175,7 @@ class SddcApiHook(BaseHook):
             raise ParamsError("trace_id must be 32 lowercase hex digits, not all zero")
         self.sddc_api_conn_id = sddc_api_conn_id
         self.trace_id = trace_id or new_trace_id()
+        self.parent_span_id = parent_span_id
         self.on_request = on_request
         self._reads = reads
         self._mutations = mutations
@@ -154,6 +193,12 @@ class SddcApiHook(BaseHook):
             self._session = self._http.get_conn()
         return self._session
 
+    @property
+    def base_url(self) -> str:
+        """The API's base URL from the connection (looked up on first use; never holds the token)."""
+        self.get_conn()
+        return str(self._http.base_url)
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
@@ -166,7 +211,7 @@ class SddcApiHook(BaseHook):
         if self.on_request is None:
             return
         try:
-            self.on_request(req.route, req.method, status, seconds)
+            self.on_request(req, status, seconds)
         except Exception:  # an observer must never fail an upgrade
             log.warning("on_request observer failed for %s %s", req.method, req.route, exc_info=True)
 
@@ -178,34 +223,56 @@ class SddcApiHook(BaseHook):
         where = f"{req.method} {req.route}"
         statuses: list[int] = []
         failure: RceError | None = None
+        span = self._span(req, url)
         started = time.perf_counter()
+        deadline = _Deadline(settings.connect_timeout + settings.read_timeout)
         try:
             with session.request(
                 req.method,
                 url,
                 params=req.params or None,
                 json=req.body,
-                headers=request_headers(req, self.trace_id),
+                headers=request_headers(req, self.trace_id, span.span_id),
                 timeout=(settings.connect_timeout, settings.read_timeout),
+                # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+                # environment override the session's `verify`, i.e. the connection's ca_bundle.
+                verify=settings.requests_verify,
                 allow_redirects=False,
                 stream=True,
                 hooks={"response": [partial(_refuse_redirect, where, statuses)]},
             ) as resp:
+                deadline.arm(resp, time.perf_counter() - started)
                 reader = BodyReader(req, settings.max_body_bytes, resp.headers.get("Content-Length"))
                 body = reader.read_all(resp.iter_content(chunk_size=_CHUNK))
+                if deadline.passed:  # the cut may look like a clean end of a shorter body
+                    raise deadline.error()
                 content_type = resp.headers.get("Content-Type", "")
                 raw = RawResponse(resp.status_code, content_type, resp.headers.get("Retry-After"), body)
         except requests.RequestException as e:
             # Raised outside this block: the requests exception (holding the prepared request,
             # Authorization header included) must not ride along as __context__.
-            failure = self._transport_failure(where, e)
+            failure = self._transport_failure(where, deadline.error() if deadline.passed else e)
         finally:
+            deadline.cancel()
+            span.end(statuses[-1] if statuses else None, failure)
             self._observe(req, statuses[-1] if statuses else None, time.perf_counter() - started)
         if failure is not None:
             raise failure
         log.debug("%s -> HTTP %s", where, raw.status)
         raise_for_status(req, raw, self._secrets())
         return raw
+
+    def _span(self, req: ApiRequest, url: str) -> tracing.ClientSpan:
+        """The attempt's client span (its id goes into `traceparent`; a fresh id when tracing is off)."""
+        parsed = urlsplit(url)
+        return tracing.client_span(
+            req.method,
+            req.route,
+            trace_id=self.trace_id,
+            parent_span_id=self.parent_span_id,
+            server_address=parsed.hostname,
+            server_port=parsed.port,
+        )
 
     def _transport_failure(self, where: str, e: requests.RequestException) -> RceError:
         if isinstance(e, requests.exceptions.ContentDecodingError):

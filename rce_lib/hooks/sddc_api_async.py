@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -36,10 +37,11 @@ from rce_lib.hooks._responses import (
 )
 from rce_lib.hooks._routes import ApiRequest, request_headers
 from rce_lib.hooks.retry import POLLS, RetryPolicy, async_retrying, transport_error
+from rce_lib.telemetry import tracing
 
 log = logging.getLogger(__name__)
 
-OnRequest = Callable[[str, str, int | None, float], None]
+OnRequest = Callable[[ApiRequest, int | None, float], None]
 _CHUNK = 64 * 1024
 
 
@@ -74,6 +76,7 @@ class SddcApiAsyncHook(BaseHook):
         sddc_api_conn_id: str = default_conn_name,
         *,
         trace_id: str | None = None,
+        parent_span_id: str | None = None,
         on_request: OnRequest | None = None,
         policy: RetryPolicy = POLLS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -85,6 +88,7 @@ class SddcApiAsyncHook(BaseHook):
             raise ParamsError("trace_id must be 32 lowercase hex digits, not all zero")
         self.sddc_api_conn_id = sddc_api_conn_id
         self.trace_id = trace_id or new_trace_id()
+        self.parent_span_id = parent_span_id
         self.on_request = on_request
         self._policy = policy
         self._sleep = sleep
@@ -111,15 +115,31 @@ class SddcApiAsyncHook(BaseHook):
         if self.on_request is None:
             return
         try:
-            self.on_request(req.route, req.method, status, seconds)
+            self.on_request(req, status, seconds)
         except Exception:  # an observer must never fail a poll
             log.warning("on_request observer failed for %s %s", req.method, req.route, exc_info=True)
+
+    def _span(self, req: ApiRequest, base: str) -> tracing.ClientSpan:
+        """The attempt's client span (its id goes into `traceparent`; a fresh id when tracing is off)."""
+        parsed = urlsplit(base)
+        return tracing.client_span(
+            req.method,
+            req.route,
+            trace_id=self.trace_id,
+            parent_span_id=self.parent_span_id,
+            server_address=parsed.hostname,
+            server_port=parsed.port,
+        )
 
     async def _attempt(self, req: ApiRequest) -> RawResponse:
         """One HTTP exchange; raises the typed error for anything but a 2xx."""
         cfg = await self._get_config()
         where = f"{req.method} {req.route}"
-        headers = {**request_headers(req, self.trace_id), "Authorization": f"Bearer {cfg.token}"}
+        span = self._span(req, cfg.base_url)
+        headers = {
+            **request_headers(req, self.trace_id, span.span_id),
+            "Authorization": f"Bearer {cfg.token}",
+        }
         timeout = aiohttp.ClientTimeout(
             total=cfg.settings.connect_timeout + cfg.settings.read_timeout,
             sock_connect=cfg.settings.connect_timeout,
@@ -151,6 +171,7 @@ class SddcApiAsyncHook(BaseHook):
             # Raised outside this block so the aiohttp exception does not ride along as __context__.
             failure = transport_error(where, e, retryable=_transient(e), secrets=[cfg.token])
         finally:
+            span.end(status, failure)
             self._observe(req, status, time.perf_counter() - started)
         if failure is not None:
             raise failure

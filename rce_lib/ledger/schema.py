@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -117,3 +118,59 @@ events = Table(
     Index("ix_rce_event_scope", "rollout", "wave", "sddc_id"),
     Index("ix_rce_event_run", "run_id"),
 )
+
+counters = Table(
+    "rce_counter",
+    metadata,
+    Column("name", String(_ID), primary_key=True),
+    Column("labels", String(512), primary_key=True),
+    Column("value", Float, nullable=False, default=0.0),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Monotonic counters summed across every process that writes them (downstream request metrics)."""
+
+service_limits = Table(
+    "rce_service_limit",
+    metadata,
+    Column("service", String(_SHORT), primary_key=True),
+    Column("limit_value", Float),
+    Column("refusals", Integer, nullable=False, default=0),
+    Column("accepted", Integer, nullable=False, default=0),
+    Column("window_started", Float),
+    Column("last_refusal", Float),
+    Column("last_decrease", Float),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""The adaptive limit of each downstream service (rce_lib.pacing); times are epoch seconds."""
+
+service_slots = Table(
+    "rce_service_slot",
+    metadata,
+    Column("holder", String(512), primary_key=True),
+    Column("service", String(_SHORT), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_rce_service_slot_service", "service"),
+    Index("ix_rce_service_slot_run", "run_id"),
+)
+"""One row per downstream task of ours that a service is (or may be) running (rce_lib.pacing)."""
+
+release_cache = Table(
+    "rce_release_cache",
+    metadata,
+    Column("version", String(_SHORT), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("fetched_at", UtcDateTime, nullable=False),
+)
+"""Releases as the API last answered them (rce_lib.ledger.release_cache), shared by every phase."""
+
+task_durations = Table(
+    "rce_task_duration",
+    metadata,
+    Column("op", String(_SHORT), primary_key=True),
+    Column("samples", Text, nullable=False, default="[]"),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Recent durations (seconds) of each operation's successful downstream tasks, fleet-wide
+(rce_lib.ledger.durations): where a phase's first poll of a new task should land."""

@@ -20,7 +20,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, Table, and_, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -80,7 +93,16 @@ class Ledger:
     # ------------------------------------------------------------------ schema
 
     def ensure_schema(self) -> None:
-        """Create the tables if missing; idempotent and safe if processes race to do it."""
+        """Create the tables if missing; idempotent and safe if processes race to do it.
+
+        Every task process calls this once; when every table is there (the usual case) it costs
+        one read, not a write transaction (on SQLite that is the database's one write lock)."""
+        with get_engine(self.url).connect() as conn:
+            present = set(inspect(conn).get_table_names())
+        if present >= set(schema.metadata.tables):
+            with _schema_lock:
+                _schema_ready.add((os.getpid(), self.url))
+            return
         with get_write_engine(self.url).begin() as conn:
             if conn.dialect.name == "postgresql":
                 # DDL is transactional on PostgreSQL; the lock makes racers take turns.
@@ -104,6 +126,13 @@ class Ledger:
     def _read(self) -> Iterator[Connection]:
         self._ready()
         with get_engine(self.url).begin() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
+        """A transaction for ledger extensions (rce_lib.pacing); a write one holds the write lock
+        (SQLite) from its start."""
+        with self._write() if write else self._read() as conn:
             yield conn
 
     # ---------------------------------------------------------------- progress
@@ -185,6 +214,8 @@ class Ledger:
         now = self._clock()
 
         def compute(p: Progress) -> dict[str, Any]:
+            if _done_in_run(p, run_id, phase):
+                return {}
             counts = {k.value: v for k, v in p.phase_attempts.items()}
             counts[phase.value] = counts.get(phase.value, 0) + 1
             values: dict[str, Any] = {
@@ -245,8 +276,12 @@ class Ledger:
             "finished_at": None if retryable else now,
         }
         data = {"code": str(code), "retryable": retryable}
+
+        def compute(p: Progress) -> dict[str, Any]:
+            return {} if _done_in_run(p, run_id, phase) else values
+
         return self._change(
-            rollout, wave, sddc_id, run_id, lambda _p: values, EventKind.PHASE_FAILED, phase, message, data
+            rollout, wave, sddc_id, run_id, compute, EventKind.PHASE_FAILED, phase, message, data
         )
 
     def set_snapshot(self, rollout: str, wave: str, sddc_id: str, run_id: str, snapshot_id: str) -> Progress:
@@ -696,6 +731,54 @@ class Ledger:
             rows = _all(conn, stmt, "rce_event", (rollout, wave, sddc_id, run_id))
         return [_event(r) for r in rows]
 
+    # ---------------------------------------------------------------- metrics
+
+    def add_counters(self, increments: Mapping[tuple[str, str], float]) -> None:
+        """Add to shared counters keyed by (name, labels); one transaction, any number of writers."""
+        if not increments:
+            return
+        now = self._clock()
+        table = schema.counters
+        rows = [
+            {"name": n, "labels": lbl, "value": v, "updated_at": now}
+            for (n, lbl), v in sorted(increments.items())
+        ]
+        with self._write() as conn:
+            dialect = conn.dialect.name
+            if dialect not in ("postgresql", "sqlite"):
+                raise NotImplementedError(f"counters need PostgreSQL or SQLite, not {dialect}")
+            ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[table.c.name, table.c.labels],
+                    set_={"value": table.c.value + ins.excluded.value, "updated_at": ins.excluded.updated_at},
+                ),
+                rows,
+            )
+
+    def counters(self) -> list[tuple[str, str, float]]:
+        """Every shared counter as (name, labels, value)."""
+        table = schema.counters
+        with self._read() as conn:
+            rows = conn.execute(select(table.c.name, table.c.labels, table.c.value).order_by(table.c.name))
+            return [(str(r.name), str(r.labels), float(r.value)) for r in rows]
+
+    def progress_counts(self) -> list[tuple[str, str, str, int]]:
+        """(wave, phase, status, number of SDDCs) over every progress record."""
+        t = schema.progress
+        stmt = select(t.c.wave, t.c.phase, t.c.status, func.count()).group_by(t.c.wave, t.c.phase, t.c.status)
+        with self._read() as conn:
+            return [(str(w), str(p), str(st), int(n)) for w, p, st, n in conn.execute(stmt)]
+
+    def running_since(self) -> list[tuple[str, str, str, str, datetime]]:
+        """(rollout, wave, sddc_id, phase, updated_at) of every record whose phase is running."""
+        t = schema.progress
+        stmt = select(t.c.rollout, t.c.wave, t.c.sddc_id, t.c.phase, t.c.updated_at).where(
+            t.c.status == Status.RUNNING.value
+        )
+        with self._read() as conn:
+            return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4]) for r in conn.execute(stmt)]
+
     # --------------------------------------------------------------- internals
 
     def _change(
@@ -745,7 +828,14 @@ class Ledger:
             values.update(status=Status.ROLLED_BACK.value, finished_at=now)
         started = self._last_phase_start(rollout, wave, sddc_id, phase)
         data = None if started is None else {"duration_s": round((now - started).total_seconds(), 3)}
-        return self._change(rollout, wave, sddc_id, run_id, lambda _p: values, kind, phase, message, data)
+
+        def compute(p: Progress) -> dict[str, Any]:
+            # A late success of an earlier phase of the same run (an orphaned execution that a
+            # crashed scheduler left running, finishing after the SDDC was done) is logged, but
+            # does not move the SDDC back from done.
+            return {} if _done_in_run(p, run_id, phase) else values
+
+        return self._change(rollout, wave, sddc_id, run_id, compute, kind, phase, message, data)
 
     def _last_phase_start(self, rollout: str, wave: str, sddc_id: str, phase: Phase) -> datetime | None:
         table = schema.events
@@ -907,6 +997,14 @@ def _new_progress(rollout: str, wave: str, sddc_id: str, run_id: str, now: datet
         "updated_at": now,
         "version": 0,
     }
+
+
+def _done_in_run(p: Progress, run_id: str, phase: Phase) -> bool:
+    """A forward phase of a run whose SDDC is already done: a late execution (an orphan that a
+    crashed scheduler left running, or a task instance it reset and ran again after the SDDC
+    was finished). Its start, success or failure is logged but does not move the SDDC back."""
+    forward = phase not in (Phase.POSTCHECK, Phase.DONE, Phase.ROLLBACK)
+    return forward and p.phase is Phase.DONE and p.run_id == run_id
 
 
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -11,10 +12,16 @@ from airflow.sdk.exceptions import AirflowFailException
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_int
 from rce_lib.api.models import SDDC_ID_RE
-from rce_lib.ledger import Ledger
+from rce_lib.errors import RceError
+from rce_lib.ledger import Ledger, Phase
 from rce_lib.operators import brakes
 from rce_lib.operators.runtime import in_process_test_run
+from rce_lib.operators.windowed import DEFER_GRACE, WAITING_EVENT
+from rce_lib.plan.model import DEFAULT_EXPECTED_PHASE_SECONDS, DisruptivePhase
+from rce_lib.plan.windows import WaitUntil, describe, expected_duration, may_start
+from rce_lib.telemetry import log_context, scope
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
+from rce_lib.triggers.maintenance_window import MaintenanceWindowTrigger
 
 
 class AdmitOperator(BaseOperator):
@@ -26,6 +33,13 @@ class AdmitOperator(BaseOperator):
     service pool, or waiting SDDCs could fill the pool that the admitted ones need
     to finish, and the wave would deadlock. The slot is held from here until the
     SDDC's upgrade ends (succeeded, failed for good or rolled back).
+
+    With `respect_maintenance_windows`, it first waits (deferred, here, in the default
+    pool) until the SDDC's maintenance window is open with room for its first
+    disruptive phase, and only then takes its in-flight slot: SDDCs waiting for their
+    windows hold neither a service pool slot nor a `max_parallel` slot, so they never
+    hold up SDDCs whose window is open. The disruptive phases still check the window
+    themselves before they start (rce_lib.operators.windowed).
 
     It is also where the wave's brakes act, before anything is touched: once more
     than `max_fail_percentage` of the run's cohort failed for good, the SDDC is
@@ -47,9 +61,17 @@ class AdmitOperator(BaseOperator):
         cohort_size: int | str | None = None,
         poll_s: float = 5.0,
         resume_delay_s: float = 15.0,
+        respect_maintenance_windows: bool = False,
+        expected_phase_seconds: Mapping[str, int] | None = None,
+        sddc_api_conn_id: str = "sddc_api",
+        window_recheck_s: float = 900.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.respect_maintenance_windows = respect_maintenance_windows
+        self.expected_phase_seconds = dict(expected_phase_seconds or DEFAULT_EXPECTED_PHASE_SECONDS)
+        self.sddc_api_conn_id = sddc_api_conn_id
+        self.window_recheck_s = window_recheck_s
         self.sddc_id = sddc_id
         self.rollout = rollout
         self.wave = wave
@@ -60,11 +82,23 @@ class AdmitOperator(BaseOperator):
         self.resume_delay_s = resume_delay_s
 
     def execute(self, context: Context, event: Any = None) -> str:
+        with scope.sddc_scope(
+            rollout=self.rollout,
+            wave=self.wave,
+            sddc_id=self.sddc_id,
+            phase="admit",
+            context=context,
+            entry="execute" if event is None else "slot_free",
+        ):
+            return self.admit(context)
+
+    def admit(self, context: Context) -> str:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):
             raise AirflowFailException(f"[INVALID_IDENTIFIER] SDDC id {self.sddc_id!r} is not valid")
         run_id = str(context["run_id"])
         ledger = get_ledger()
         self.check_brakes(ledger, run_id)
+        self.wait_for_window(ledger, run_id)
         limit = as_int(self.max_parallel)
         if limit is None:
             return "no in-flight limit"
@@ -82,8 +116,76 @@ class AdmitOperator(BaseOperator):
                 limit=limit,
                 poll_s=self.poll_s,
                 first_poll_s=self.resume_delay_s,
+                log_fields=log_context.current(),
             ),
             method_name="execute",
+        )
+
+    def wait_for_window(self, ledger: Ledger, run_id: str) -> None:
+        """Defer until the window opens with room for upgrade_vcenter (a no-op when the plan
+        does not respect windows, or the SDDC already started a phase in this run). A window
+        that can never fit, or a missing one, is left to the phase to refuse with its reason."""
+        if not self.respect_maintenance_windows:
+            return
+        progress = ledger.get(self.rollout, self.wave, self.sddc_id)
+        if progress is not None and progress.run_id == run_id and progress.phase is not Phase.PRECHECK:
+            return  # under way in this run: the phases judge the window themselves
+        from rce_lib.api.tracing import trace_id_for
+        from rce_lib.hooks.sddc_api import SddcApiHook
+        from rce_lib.metrics.downstream import ledger_recorder
+
+        hook = SddcApiHook(
+            sddc_api_conn_id=self.sddc_api_conn_id,
+            trace_id=trace_id_for(self.rollout, self.wave, self.sddc_id, run_id),
+            on_request=ledger_recorder(ledger.url).observe,
+        )
+        try:
+            window = hook.get_sddc(self.sddc_id).maintenance_window
+        except RceError as err:
+            self.log.warning(
+                "could not read %s's maintenance window (%s): the phases will check it", self.sddc_id, err
+            )
+            return
+        finally:
+            hook.close()
+        if window is None:
+            return
+        first: DisruptivePhase = "upgrade_vcenter"
+        expected = expected_duration(
+            ledger.phase_durations(self.rollout).get(first, []),
+            self.expected_phase_seconds.get(first, DEFAULT_EXPECTED_PHASE_SECONDS[first]),
+        )
+        now = datetime.now(UTC)
+        decision = may_start(window, now, expected.delta)
+        if not isinstance(decision, WaitUntil):
+            return
+        opens_at = decision.opens_at.isoformat()
+        message = (
+            f"{self.sddc_id} waits for its maintenance window ({describe(window)}) before taking a slot: "
+            f"opens at {opens_at}; {first} is expected to take {expected.describe()}"
+        )
+        self.log.info("%s", message)
+        ledger.append_event(
+            self.rollout,
+            self.wave,
+            WAITING_EVENT,
+            sddc_id=self.sddc_id,
+            run_id=run_id,
+            message=message,
+            data={"opens_at": opens_at, "closes_at": decision.closes_at.isoformat(), "by": "admit"},
+        )
+        self.defer(
+            trigger=MaintenanceWindowTrigger(
+                opens_at=opens_at,
+                sddc_id=self.sddc_id,
+                window=window.model_dump(),
+                sddc_api_conn_id=self.sddc_api_conn_id,
+                recheck_s=self.window_recheck_s,
+                metrics_ledger_url=ledger.url,
+                log_fields=log_context.current(),
+            ),
+            method_name="execute",
+            timeout=decision.opens_at - now + DEFER_GRACE,
         )
 
     def check_brakes(self, ledger: Ledger, run_id: str) -> None:

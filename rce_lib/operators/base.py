@@ -4,7 +4,9 @@ Every phase of the per-SDDC task group is a subclass that only decides the next
 step (`next_step`). This base owns the loop that makes phases resume-safe:
 
 * it reads the SDDC first, so work that is already true is skipped;
-* it re-attaches to a downstream task the ledger knows is still running;
+* it re-attaches to a downstream task the ledger knows is still running, and settles
+  one that already succeeded (then reads the SDDC again) instead of starting it twice:
+  two executions of one phase may run at once after a scheduler crash;
 * it starts work with a deterministic Idempotency-Key (rollout, wave, SDDC,
   op, host, target, generation), so a retry or a cleared task replays its key;
 * it waits in the triggerer (no worker slot) and continues on the event.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, ClassVar, NoReturn
@@ -30,7 +33,11 @@ from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, Thrott
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step, Wait
 from rce_lib.reconcile.inflight import PhaseAction, reconcile_before_phase
+from rce_lib.telemetry import log_context, scope, tracing
+from rce_lib.telemetry.tracing import TaskSpan
+from rce_lib.triggers.backoff import poll_delay
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
+from rce_lib.triggers.service_slot import ServiceSlotTrigger
 
 RETRYABLE_CONFLICTS = {"ALREADY_AT_VERSION", "OPERATION_IN_PROGRESS"}
 
@@ -41,6 +48,11 @@ class PhaseError(AirflowException):
     def __init__(self, reason: Reason | str, message: str) -> None:
         super().__init__(f"[{reason}] {message}")
         self.reason = str(reason)
+
+
+class StaleDecision(Exception):
+    """The step about to start is already done: its recorded task succeeded after the SDDC the
+    decision was made on had been read. The phase reads the SDDC and decides again."""
 
 
 class PhaseFailedForGood(AirflowFailException):
@@ -59,6 +71,10 @@ class SddcPhaseOperator(BaseOperator):
     template_fields: Sequence[str] = ("sddc_id", "target_version")
     ui_color = "#e8f4fd"
     max_steps: ClassVar[int] = 200
+    #: sddc_after knows the effect of this phase's tasks (the echo then carries the SDDC)
+    derives_sddc: ClassVar[bool] = False
+    #: the goal, once it holds on a derived SDDC, is confirmed by reading the real one
+    confirm_done: ClassVar[bool] = False
     honours_kill_switch: ClassVar[bool] = True
 
     def __init__(
@@ -70,7 +86,7 @@ class SddcPhaseOperator(BaseOperator):
         wave: str,
         sddc_api_conn_id: str = "sddc_api",
         poll_min_s: float = 1.0,
-        poll_max_s: float = 30.0,
+        poll_max_s: float | None = None,
         inline_wait_s: float = 10.0,
         resume_delay_s: float = 15.0,
         **kwargs: Any,
@@ -86,6 +102,12 @@ class SddcPhaseOperator(BaseOperator):
         self.poll_max_s = poll_max_s
         self.inline_wait_s = inline_wait_s
         self.resume_delay_s = resume_delay_s
+        self._took: dict[str, float] = {}
+        """Seconds the last task of each op took, in this execution (the downstream's own
+        created/updated times): the next task of the op is first polled when it should end."""
+        self._rechecked: set[str] = set()
+        """Recorded tasks this execution found SUCCEEDED when it was about to start their step
+        (start): settled, and the SDDC read again before any of them is started anew."""
 
     # -- what subclasses decide ------------------------------------------------
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
@@ -93,6 +115,15 @@ class SddcPhaseOperator(BaseOperator):
 
     def on_task_succeeded(self, run: PhaseRun, op: str, task: Task) -> None:
         """React to a finished downstream task (e.g. keep the snapshot id)."""
+
+    def sddc_after(self, run: PhaseRun, sddc: Sddc, op: str, host_id: str | None, task: Task) -> Sddc | None:
+        """The SDDC as the contract says op's succeeded `task` left it, for the phase's next
+        decision without reading it again; None: read it again. Only within one phase
+        instance (this execution, or its resumption after waiting for that very task): a
+        start refused on such a derived state reads the SDDC again before it fails, and a
+        phase with `confirm_done` is not declared done on one (rce_lib.operators.hosts); the
+        postcheck reads everything before an SDDC is done."""
+        return None
 
     def on_done(self, run: PhaseRun, step: Done) -> Any:
         run.ledger_phase_succeeded(self.phase, step.message, did_nothing=step.did_nothing)
@@ -103,11 +134,26 @@ class SddcPhaseOperator(BaseOperator):
 
     # -- Airflow entry points --------------------------------------------------
     def execute(self, context: Context) -> Any:
-        run = self.open_run(context)
+        with self.telemetry(context, "execute"):
+            return self.begin(self.open_run(context))
+
+    def begin(self, run: PhaseRun) -> Any:
+        """The phase's first execution (subclasses check more first, then call this)."""
         self.check_kill_switch(run, f"{self.phase} of {self.sddc_id}")
         self.reconcile(run)
         run.ledger_phase_started(self.phase)
         return self.advance(run)
+
+    def telemetry(self, context: Context, entry: str) -> AbstractContextManager[TaskSpan]:
+        """Log fields bound and the phase span open for one execution (rce_lib.telemetry)."""
+        return scope.sddc_scope(
+            rollout=self.rollout,
+            wave=self.wave,
+            sddc_id=self.sddc_id,
+            phase=self.phase,
+            context=context,
+            entry=entry,
+        )
 
     def reconcile(self, run: PhaseRun) -> None:
         """Reconcile the SDDC before acting, with the fleet sweep's rules (rce_lib.reconcile):
@@ -124,9 +170,11 @@ class SddcPhaseOperator(BaseOperator):
                 target_version=self.target_version,
                 target=run.release,
                 source=run.source_release(),
+                sddc=run.take_sddc(),
             )
         except RceError as err:
             self.fail_from_error(run, err)
+        run.remember_sddc(decision.sddc)
         if decision.action is PhaseAction.STOP:
             reason = decision.reason or Reason.DRIFT_NEEDS_HUMAN
             self.fail(run, reason, decision.message, retryable=True, for_good=False)
@@ -134,20 +182,33 @@ class SddcPhaseOperator(BaseOperator):
             self.log.info("reconciled before acting: %s", decision.message)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **_: Any) -> Any:
-        run = self.open_run(context)
-        event = event or {}
-        echo = event.get("echo") or {}
-        op, host_id, generation = str(echo.get("op", "")), echo.get("host_id"), int(echo.get("generation", 0))
-        if event.get("status") != "terminal":
-            reason = str(event.get("reason") or Reason.API_ERROR.value)
-            message = f"waiting for {op} failed: {event.get('message')}"
-            self.fail(run, reason, message, for_good=False, retryable=bool(event.get("retryable", True)))
-        task = Task.model_validate(event["task"])
-        self.settle(run, op, host_id, generation, task)
-        return self.advance(run, acted=True)
+        with self.telemetry(context, "execute_complete"):
+            run = self.open_run(context)
+            event = event or {}
+            echo = event.get("echo") or {}
+            op, host_id = str(echo.get("op", "")), echo.get("host_id")
+            generation = int(echo.get("generation", 0))
+            log_context.downstream_task(echo.get("task_id"))
+            if event.get("status") != "terminal":
+                reason = str(event.get("reason") or Reason.API_ERROR.value)
+                message = f"waiting for {op} failed: {event.get('message')}"
+                self.fail(run, reason, message, for_good=False, retryable=bool(event.get("retryable", True)))
+            task = Task.model_validate(event["task"])
+            log_context.downstream_task(task.id)
+            run.seed_release(echo.get("release"))
+            took = echo.get("took")
+            if isinstance(took, dict):
+                self._took.update({str(k): float(v) for k, v in took.items() if isinstance(v, int | float)})
+            self.settle(run, op, host_id, generation, task)
+            before = echo.get("sddc")
+            derived = None
+            if isinstance(before, dict) and before.get("id") == self.sddc_id:
+                derived = self.sddc_after(run, Sddc.model_validate(before), op, host_id, task)
+            return self.advance(run, acted=True, derived=derived)
 
     def resume_after_wait(self, context: Context, event: Any = None) -> Any:
-        return self.advance(self.open_run(context))
+        with self.telemetry(context, "resume_after_wait"):
+            return self.advance(self.open_run(context))
 
     # -- the loop ----------------------------------------------------------------
     def open_run(self, context: Context) -> PhaseRun:
@@ -159,53 +220,135 @@ class SddcPhaseOperator(BaseOperator):
             )
         return PhaseRun.from_context(self, context)
 
-    def advance(self, run: PhaseRun, *, acted: bool = False) -> Any:
+    def advance(self, run: PhaseRun, *, acted: bool = False, derived: Sddc | None = None) -> Any:
         """Step until the phase's goal holds. `acted`: this execution already saw one of its
-        downstream tasks finish, so a goal that now holds is its work, not a skip."""
+        downstream tasks finish, so a goal that now holds is its work, not a skip.
+        `derived`: the SDDC as this phase's last task left it (sddc_after), not read.
+
+        Any API error on the way (a read in `next_step`, a poll of the task just started, the
+        health read of `on_done`) ends the phase as every other failure does: with its reason
+        in the ledger, or deferred when the API pushes back with a Retry-After. Never raw."""
+        try:
+            return self._advance(run, acted=acted, derived=derived)
+        except ThrottledError as err:
+            self.wait(run, err.retry_after or 5.0, f"{self.phase}: downstream pushing back ({err.code})")
+        except RceError as err:
+            self.fail_from_error(run, err)
+
+    def _advance(self, run: PhaseRun, *, acted: bool, derived: Sddc | None) -> Any:
         for _ in range(self.max_steps):
-            try:
-                sddc = run.hook.get_sddc(self.sddc_id)
-            except ApiError as err:
-                if err.status == 404:
-                    self.on_sddc_gone(run, err)
-                self.fail_from_error(run, err)
+            sddc = derived or run.take_sddc() or self.read_sddc(run)
             step = self.next_step(run, sddc)
+            if isinstance(step, Done) and derived is not None and self.confirm_done:
+                derived = None  # not done on a derived state: read the real one
+                continue
             if isinstance(step, Done):
                 return self.on_done(run, replace(step, did_nothing=step.did_nothing and not acted))
             if isinstance(step, Wait):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
             self.check_kill_switch(run, step.description)
+            self.take_service_slot(run, step)
+            started = time.monotonic()
             try:
                 task, generation = self.start(run, step)
+            except StaleDecision as stale:
+                self.log.info("%s; reading the SDDC before deciding again", stale)
+                derived, acted = None, True
+                continue
             except ThrottledError as err:
+                run.give_slot(step.op, step.host_id)
                 self.wait(run, err.retry_after or 5.0, f"{step.op}: downstream pushing back ({err.code})")
             except ApiError as err:
+                run.give_slot(step.op, step.host_id)
+                if derived is not None:
+                    self.log.info("%s: %s; reading the SDDC before deciding again", step.op, err)
+                    derived = None
+                    continue
                 if err.code in RETRYABLE_CONFLICTS:
                     self.log.info("%s: %s; reading the SDDC again", step.op, err)
                     continue
                 if err.code == "CLUSTER_CAPACITY":
                     self.wait(run, 10.0, f"{step.op}: {err.message}")
                 self.fail_from_error(run, err)
-            task = self.wait_inline(run, task)
+            derived = None
+            expect = self._took.get(step.op)
+            typical = None if expect is not None or task.terminal else run.typical_duration(step.op)
+            task, next_poll = self.wait_inline(run, task, started, expect=expect, typical=typical)
             if task.terminal:
                 self.settle(run, step.op, step.host_id, generation, task)
                 acted = True
+                derived = self.sddc_after(run, sddc, step.op, step.host_id, task)
                 continue
             self.log.info("%s: waiting for downstream task %s (%s)", step.description, task.id, task.status)
-            self.defer(
-                trigger=DownstreamTaskTrigger(
-                    task_id=task.id,
-                    sddc_api_conn_id=self.sddc_api_conn_id,
-                    trace_id=run.trace_id,
-                    poll_min_s=self.poll_min_s,
-                    poll_max_s=self.poll_max_s,
-                    first_poll_s=self.resume_delay_s,
-                    echo={"op": step.op, "host_id": step.host_id, "generation": generation},
-                ),
-                method_name="execute_complete",
-            )
+            self.defer_on_task(run, step, sddc, task, generation, time.monotonic() - started, next_poll)
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
+
+    def defer_on_task(
+        self,
+        run: PhaseRun,
+        step: Start,
+        sddc: Sddc,
+        task: Task,
+        generation: int,
+        age: float,
+        next_poll: float,
+    ) -> NoReturn:
+        """Wait for `task` (`age` seconds old) in the triggerer. The echo brings back what the
+        resumed execution needs: the op and key generation, the target release and the SDDC
+        this phase acted on (so the resumption derives the task's effect instead of reading
+        them again: derives_sddc), and how long this phase's tasks took (first polls)."""
+        echo: dict[str, Any] = {
+            "op": step.op,
+            "host_id": step.host_id,
+            "generation": generation,
+            "task_id": task.id,
+        }
+        if run.has_release:
+            echo["release"] = run.release.model_dump(mode="json")
+        if self.derives_sddc:
+            echo["sddc"] = sddc.model_dump(mode="json")
+        if self._took:
+            echo["took"] = dict(self._took)
+        self.defer(
+            trigger=DownstreamTaskTrigger(
+                task_id=task.id,
+                sddc_api_conn_id=self.sddc_api_conn_id,
+                trace_id=run.trace_id,
+                metrics_ledger_url=run.ledger.url,
+                parent_span_id=tracing.current_span_id(run.trace_id),
+                log_fields=log_context.current(),
+                poll_min_s=self.poll_min_s,
+                poll_max_s=self.poll_max_s,
+                # the back-off goes on from the task's age, not from the deferral
+                started_at=time.time() - age,
+                first_poll_s=age + max(self.resume_delay_s, next_poll),
+                echo=echo,
+            ),
+            method_name="execute_complete",
+        )
+
+    def take_service_slot(self, run: PhaseRun, step: Start) -> None:
+        """Hold a slot under the service's adaptive limit for step's task, or wait for one
+        in the triggerer (rce_lib.pacing: the service has been refusing our starts)."""
+        decision = run.take_slot(self.service.value, step.op, step.host_id)
+        if decision is None or decision.granted or run.pacer is None:
+            return
+        message = (
+            f"{step.description}: not started, {self.service.value} has refused our starts lately and "
+            f"our limit on it is {decision.slots:.0f} in flight ({decision.in_flight} now); waiting for room"
+        )
+        self.log.info("%s (deferred)", message)
+        run.event("phase_waiting", message, {"service": self.service.value, "in_flight": decision.in_flight})
+        self.defer(
+            trigger=ServiceSlotTrigger(
+                ledger_url=run.ledger.url,
+                service=self.service.value,
+                poll_s=run.pacer.policy.wait_poll_s,
+                log_fields=log_context.current(),
+            ),
+            method_name="resume_after_wait",
+        )
 
     def check_kill_switch(self, run: PhaseRun, what: str) -> None:
         """No new phase and no new downstream task while the kill switch is set (a downstream
@@ -217,29 +360,78 @@ class SddcPhaseOperator(BaseOperator):
             message = f"{what}: not started, {brake}. Unset it, then clear this task to resume."
             self.fail(run, Reason.KILL_SWITCH, message, for_good=False)
 
-    def wait_inline(self, run: PhaseRun, task: Task) -> Task:
-        """Poll a just-started task for a few seconds before deferring.
+    def read_sddc(self, run: PhaseRun) -> Sddc:
+        """GET the SDDC; a 404 means it is gone."""
+        try:
+            return run.hook.get_sddc(self.sddc_id)
+        except ApiError as err:
+            if err.status == 404:
+                self.on_sddc_gone(run, err)
+            self.fail_from_error(run, err)
+
+    def poll_delay(self, age: float, task: Task) -> float:
+        """Seconds to the next poll of `task`, `age` seconds old (rce_lib.triggers.backoff)."""
+        return poll_delay(
+            age, minimum=self.poll_min_s, progress=task.progress_percent, maximum=self.poll_max_s
+        )
+
+    def wait_inline(
+        self,
+        run: PhaseRun,
+        task: Task,
+        started: float | None = None,
+        *,
+        expect: float | None = None,
+        typical: float | None = None,
+    ) -> tuple[Task, float]:
+        """Poll a just-started task for a few seconds before deferring; returns the task and
+        the delay to its next poll (where the trigger goes on).
 
         Short downstream tasks (maintenance mode, prechecks) end within seconds;
         waiting for them here costs less than a deferral round trip (a triggerer
         hand-off plus a new worker process), and keeps a resumed task from racing
-        the exit of its own previous workload under the LocalExecutor.
+        the exit of its own previous workload under the LocalExecutor. The polls
+        follow the same schedule as the trigger's (`poll_delay`, from the task's age):
+        a task that outlives the inline wait has cost a logarithmic number of polls.
+        `expect`: how long the same operation's last task took (the hosts phase runs three
+        per host); the first poll waits for that, a later one only makes fewer polls.
+        `typical`: how long the operation's tasks took lately fleet-wide (rce_lib.ledger.
+        durations); less sure, so the first poll waits for half of it and the reported
+        progress places the next one.
         """
-        deadline = time.monotonic() + self.inline_wait_s
-        delay = 0.25
-        while not task.terminal and time.monotonic() + delay < deadline:
+        started = time.monotonic() if started is None else started
+        delay = self.poll_delay(time.monotonic() - started, task)
+        if expect and not task.terminal:
+            delay = max(delay, 1.1 * expect - (time.monotonic() - started))
+        elif typical and not task.terminal:
+            delay = max(delay, 0.5 * typical - (time.monotonic() - started))
+        while not task.terminal and time.monotonic() + delay < started + self.inline_wait_s:
             time.sleep(delay)
             task = run.hook.get_task(task.id)
-            delay = min(delay * 1.6, 2.0)
-        return task
+            delay = self.poll_delay(time.monotonic() - started, task)
+        return task, delay
 
     def start(self, run: PhaseRun, step: Start) -> tuple[Task, int]:
-        """Re-attach to the op's running task, or start it under this generation's key."""
+        """Re-attach to the op's running task, or start it under this generation's key.
+
+        A recorded task that already SUCCEEDED is this step done, most likely after the SDDC
+        this decision was made on was read: by another execution of this phase still running
+        (a new scheduler re-runs a task instance whose scheduler died while its orphaned
+        worker goes on), or by this one before it was killed between the start and the
+        result. It is settled and StaleDecision raised, so the phase reads the SDDC and decides
+        again; starting the step anew on the stale read would do it twice (and bump the key
+        under the other execution's feet). Only when the fresh read still asks for the step
+        (its effect was undone since) does it start under a new generation."""
         op = run.get_operation(step.op, step.host_id)
         generation = op.generation if op else 0
         if op is not None and op.task_id:
             known = self._reattach(run, step, op.task_id, generation)
-            if known is not None:
+            done = known is not None and known.status is TaskStatus.SUCCEEDED
+            if known is not None and done and known.id not in self._rechecked:
+                self._rechecked.add(known.id)
+                self.settle(run, step.op, step.host_id, generation, known)
+                raise StaleDecision(f"{step.description}: its task {known.id} already succeeded")
+            if known is not None and not done:
                 return known, generation
             generation = run.bump_generation(step.op, step.host_id, generation)
         key = idempotency_key(
@@ -254,31 +446,40 @@ class SddcPhaseOperator(BaseOperator):
             )
         )
         result = step.call(run.hook, key)
+        log_context.downstream_task(result.task.id)
         run.record_operation(step.op, step.host_id, generation, result.task, key, result.outcome)
         self.log.info("%s: task %s %s (key %s)", step.description, result.task.id, result.outcome, key)
         return result.task, generation
 
     def _reattach(self, run: PhaseRun, step: Start, task_id: str, generation: int) -> Task | None:
-        """The op's recorded task if it is still running; None if it ended (a new generation is due)."""
+        """The op's recorded task: re-attached to if it still runs, observed if it failed, as it
+        is if it succeeded (start decides); None if the API no longer knows it."""
         try:
             task = run.hook.get_task(task_id)
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
+        log_context.downstream_task(task.id)
+        if task.status is TaskStatus.SUCCEEDED:
+            return task
         if task.terminal:
             run.record_operation(step.op, step.host_id, generation, task, None, "observed")
-            if task.status is not TaskStatus.SUCCEEDED:
-                return task
-            return None
+            return task
         run.record_operation(step.op, step.host_id, generation, task, None, "reattached")
         self.log.info("%s: re-attached to running task %s", step.description, task.id)
         return task
 
     def settle(self, run: PhaseRun, op: str, host_id: str | None, generation: int, task: Task) -> None:
-        """Record a terminal downstream task; raise if it failed."""
+        """Record a terminal downstream task (its service slot is free); raise if it failed."""
+        log_context.downstream_task(task.id)
+        run.give_slot(op, host_id)
         run.record_operation(op, host_id, generation, task, None, "finished")
         if task.status is TaskStatus.SUCCEEDED:
+            took = max(0.0, (task.updated_at - task.created_at).total_seconds())
+            if op not in self._took:  # one sample per op and execution is enough of a hint
+                run.record_duration(op, took)
+            self._took[op] = took
             self.on_task_succeeded(run, op, task)
             return
         run.bump_generation(op, host_id, generation)

@@ -17,6 +17,9 @@ from rce_lib.errors import Reason
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import EventKind, LastError, Status
 
+#: Failures that say nothing about the release (a brake, a policy): not counted in the error budget.
+NOT_THE_RELEASE = (Reason.KILL_SWITCH, Reason.MAINTENANCE_WINDOW_TOO_SHORT, Reason.NO_MAINTENANCE_WINDOW)
+
 
 class Brake(Exception):
     """The SDDC must not start: `skip` (budget spent) or fail (kill switch), with the reason."""
@@ -52,7 +55,7 @@ def check(
     )
     if started:
         return  # already under way in this run (a retry, a cleared task): let it finish
-    failed = ledger.final_failures(rollout, wave, run_id, ignore_codes=[Reason.KILL_SWITCH])
+    failed = ledger.final_failures(rollout, wave, run_id, ignore_codes=NOT_THE_RELEASE)
     percent = 100.0 * failed / cohort_size
     if percent > max_fail_percentage:
         message = (

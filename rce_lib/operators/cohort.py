@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -10,13 +11,17 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_bool, as_int, as_str_list
-from rce_lib.api.models import VERSION_RE
+from rce_lib.api.models import VERSION_RE, SddcSummary
 from rce_lib.api.tracing import trace_id_for
 from rce_lib.errors import ApiError, RceError
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Phase, Status
-from rce_lib.plan.cohort import Cohort, Exclusion, ExclusionReason, select_cohort
+from rce_lib.metrics.downstream import ledger_recorder
+from rce_lib.plan.cohort import MAX_COHORT_IDS, Cohort, Exclusion, ExclusionReason, cohort_for_run
 from rce_lib.plan.loader import load_plan
+from rce_lib.plan.model import Wave
+from rce_lib.plan.preview import wave_markdown, wave_preview
+from rce_lib.telemetry import scope
 
 
 class ResolveCohortOperator(BaseOperator):
@@ -25,8 +30,9 @@ class ResolveCohortOperator(BaseOperator):
     Returns the list of SDDC ids that the per-SDDC task group is mapped over.
     An SDDC claimed by another active wave is left out; a new run of the same
     wave takes over its own earlier claims, so a re-run resumes the same SDDCs.
-    With `dry_run` nothing is claimed and the list is empty: the log shows what
-    the run would take.
+    With `dry_run` nothing is claimed and the list is empty: the task log shows the
+    preview (the same as `rce plan --wave`) as markdown, and the XComs `preview` (JSON)
+    and `preview_markdown` hold it.
     """
 
     template_fields: Sequence[str] = ("target_version", "preview", "sddc_ids", "max_parallel")
@@ -56,6 +62,10 @@ class ResolveCohortOperator(BaseOperator):
         self.sddc_api_conn_id = sddc_api_conn_id
 
     def execute(self, context: Context) -> list[str]:
+        with scope.wave_scope(rollout=self.rollout, wave=self.wave, task="resolve_cohort", context=context):
+            return self.resolve(context)
+
+    def resolve(self, context: Context) -> list[str]:
         from rce_lib.hooks.sddc_api import SddcApiHook
 
         run_id = str(context["run_id"])
@@ -63,12 +73,15 @@ class ResolveCohortOperator(BaseOperator):
             raise AirflowFailException(
                 f"[INVALID_PARAMS] target_version {self.target_version!r} is not X.Y.Z"
             )
+        only, limit = self._overrides()
         plan = load_plan(self.plan_path)
         wave = plan.wave(self.wave)
-        hook = SddcApiHook(
-            sddc_api_conn_id=self.sddc_api_conn_id, trace_id=trace_id_for(self.rollout, self.wave, run_id)
-        )
         ledger = get_ledger()
+        hook = SddcApiHook(
+            sddc_api_conn_id=self.sddc_api_conn_id,
+            trace_id=trace_id_for(self.rollout, self.wave, run_id),
+            on_request=ledger_recorder(ledger.url).observe,
+        )
         try:
             release = hook.get_release(self.target_version)
             inventory = list(hook.list_sddcs())
@@ -80,22 +93,14 @@ class ResolveCohortOperator(BaseOperator):
             if not err.retryable:
                 raise AirflowFailException(str(err)) from err
             raise
-        claims = {
-            sddc_id: f"{holder.rollout}/{holder.wave}"
-            for sddc_id, holder in ledger.active_claims().items()
-            if (holder.rollout, holder.wave) != (self.rollout, self.wave)
-        }
         try:
-            only, limit = as_str_list(self.sddc_ids), as_int(self.max_parallel)
-        except (ValueError, SyntaxError) as err:
-            raise AirflowFailException(f"[INVALID_PARAMS] sddc_ids or max_parallel: {err}") from err
-        try:
-            cohort = select_cohort(
+            cohort = cohort_for_run(
                 wave,
                 inventory,
+                rollout=self.rollout,
                 upgrade_from=release.upgrade_from,
                 target_version=self.target_version,
-                claimed=claims,
+                active_claims=ledger.active_claims(),
                 sddc_ids=only,
                 max_parallel=limit,
             )
@@ -105,17 +110,10 @@ class ResolveCohortOperator(BaseOperator):
         for item in cohort.excluded:
             self.log.info("excluded %s: %s %s", item.sddc_id, item.reason.value, item.detail)
         if as_bool(self.preview):
-            self.log.info("dry run: nothing claimed, no SDDC is touched")
-            self._push_slices(context, [], [])
-            ledger.append_event(
-                rollout=self.rollout,
-                wave=self.wave,
-                run_id=run_id,
-                kind="cohort_preview",
-                message=cohort.summary(),
-                data=cohort.model_dump(mode="json"),
-            )
+            self._preview(context, ledger, wave, cohort, inventory, release.upgrade_from)
             return []
+        if not cohort.ids:
+            self._nothing_to_do(cohort, only is not None, release.upgrade_from)
         members = self._claim(ledger, cohort, run_id)
         canary = [i for i in cohort.canary_ids if i in members]
         if 0 < len(members) < wave.canary_size:
@@ -140,10 +138,72 @@ class ResolveCohortOperator(BaseOperator):
                 "members": members,
                 "canary": cohort.canary_ids,
                 "target_version": self.target_version,
+                "max_parallel": cohort.max_parallel,
                 "excluded": [e.model_dump(mode="json") for e in cohort.excluded],
             },
         )
         return members
+
+    def _overrides(self) -> tuple[list[str] | None, int | None]:
+        """The rendered `sddc_ids` and `max_parallel`, checked before any request."""
+        try:
+            only, limit = as_str_list(self.sddc_ids), as_int(self.max_parallel)
+        except (ValueError, SyntaxError) as err:
+            raise AirflowFailException(f"[INVALID_PARAMS] sddc_ids or max_parallel: {err}") from err
+        if only is not None and len(only) > MAX_COHORT_IDS:
+            raise AirflowFailException(
+                f"[INVALID_PARAMS] sddc_ids names {len(only)} SDDCs; at most {MAX_COHORT_IDS} per run"
+            )
+        return only, limit
+
+    def _nothing_to_do(self, cohort: Cohort, named: bool, upgrade_from: list[str]) -> None:
+        """An empty cohort. A mistake of the trigger fails before anything is claimed: named ids
+        none of which is in the wave's selector, or a target no SDDC of the wave can upgrade to.
+        Otherwise (typically a re-run of a finished wave) the run goes on with nothing to do."""
+        reasons = {e.reason for e in cohort.excluded}
+        if named and reasons <= {ExclusionReason.NOT_IN_SELECTOR, ExclusionReason.NOT_IN_INVENTORY}:
+            ids = ", ".join(e.sddc_id for e in cohort.excluded if e.reason is ExclusionReason.NOT_IN_SELECTOR)
+            raise AirflowFailException(
+                f"[INVALID_PARAMS] sddc_ids: none is an SDDC of wave {self.wave!r} "
+                f"(not in its selector or the inventory: {ids})"
+            )
+        if reasons == {ExclusionReason.UPGRADE_PATH_NOT_SUPPORTED}:
+            sources = sorted({e.detail.split(" ->")[0] for e in cohort.excluded})
+            raise AirflowFailException(
+                f"[UPGRADE_PATH_NOT_SUPPORTED] no SDDC of wave {self.wave!r} can upgrade to "
+                f"{self.target_version}: it upgrades from {', '.join(upgrade_from) or 'nothing'}, "
+                f"the wave's SDDCs are at {', '.join(sources)}"
+            )
+        self.log.warning("[EMPTY_COHORT] nothing to upgrade in this run:\n%s", cohort.summary())
+
+    def _preview(
+        self,
+        context: Context,
+        ledger: Ledger,
+        wave: Wave,
+        cohort: Cohort,
+        inventory: list[SddcSummary],
+        upgrade_from: list[str],
+    ) -> None:
+        """A dry run: the same preview as `rce plan --wave`, as markdown in this task's log, as the
+        XCom `preview` (the model, JSON) and as the ledger event `cohort_preview`; nothing claimed,
+        nothing enrolled, no call but the two reads above."""
+        now = datetime.now(UTC)
+        preview = wave_preview(wave, cohort, inventory, upgrade_from=upgrade_from, now=now)
+        markdown = wave_markdown(preview, now=now, title=f"Dry run of wave `{self.wave}`: nothing changed")
+        self.log.info("dry run preview (markdown):\n%s", markdown)
+        self.log.info("dry run: nothing claimed, no SDDC is touched")
+        self._push_slices(context, [], [])
+        context["ti"].xcom_push(key="preview", value=preview.model_dump(mode="json"))
+        context["ti"].xcom_push(key="preview_markdown", value=markdown)
+        ledger.append_event(
+            rollout=self.rollout,
+            wave=self.wave,
+            run_id=str(context["run_id"]),
+            kind="cohort_preview",
+            message=markdown,
+            data=preview.model_dump(mode="json"),
+        )
 
     def _push_slices(self, context: Context, canary: list[str], bulk: list[str]) -> None:
         """The canary slice and the rest, each mapped over by its own task group."""

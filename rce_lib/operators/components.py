@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from rce_lib.api.models import Sddc
+from rce_lib.api.models import Sddc, Task, TaskType
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
-from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step
+from rce_lib.operators.windowed import WindowedPhaseOperator
 
 
-class ComponentUpgradeOperator(SddcPhaseOperator):
-    """Upgrade one management component (vcenter, then nsx) to the target release's build."""
+class ComponentUpgradeOperator(WindowedPhaseOperator):
+    """Upgrade one management component (vcenter, then nsx) to the target release's build
+    (inside the SDDC's maintenance window when the plan says so: rce_lib.operators.windowed)."""
 
     component: ClassVar[Literal["vcenter", "nsx"]] = "vcenter"
+
+    derives_sddc = True
+
+    def sddc_after(self, run: PhaseRun, sddc: Sddc, op: str, host_id: str | None, task: Task) -> Sddc | None:
+        """The component's upgrade succeeded: it is at the target release's build (the next
+        phase reads the real SDDC before acting, and refuses NSX before vCenter)."""
+        if op != self.component:
+            return None
+        want = getattr(run.release.components, self.component)
+        components = sddc.components.model_copy(update={self.component: want})
+        return sddc.model_copy(update={"components": components})
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         want = getattr(run.release.components, self.component)
@@ -47,9 +59,11 @@ class VcenterUpgradeOperator(ComponentUpgradeOperator):
     phase = "upgrade_vcenter"
     service = Service.VCENTER
     component = "vcenter"
+    task_types = frozenset({TaskType.UPGRADE_VCENTER})
 
 
 class NsxUpgradeOperator(ComponentUpgradeOperator):
     phase = "upgrade_nsx"
     service = Service.NSX
     component = "nsx"
+    task_types = frozenset({TaskType.UPGRADE_NSX})

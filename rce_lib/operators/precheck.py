@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Context
-
 from rce_lib.airflow_support.rendered import as_int
-from rce_lib.api.models import Sddc
+from rce_lib.api.models import Sddc, Task
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
 from rce_lib.operators import brakes
@@ -32,9 +30,8 @@ class PrecheckOperator(SddcPhaseOperator):
         self.max_fail_percentage = max_fail_percentage
         self.cohort_size = cohort_size
 
-    def execute(self, context: Context) -> Any:
+    def begin(self, run: PhaseRun) -> Any:
         """The first phase checks the brakes again: failures may have piled up since admission."""
-        run = self.open_run(context)
         brakes.enforce(
             run.ledger,
             self.log,
@@ -45,7 +42,12 @@ class PrecheckOperator(SddcPhaseOperator):
             cohort_size=as_int(self.cohort_size),
             max_fail_percentage=self.max_fail_percentage,
         )
-        return super().execute(context)
+        return super().begin(run)
+
+    derives_sddc = True
+
+    def sddc_after(self, run: PhaseRun, sddc: Sddc, op: str, host_id: str | None, task: Task) -> Sddc | None:
+        return sddc  # a precheck changes nothing on the SDDC
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         if at_target(run, sddc):

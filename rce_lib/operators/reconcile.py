@@ -20,12 +20,14 @@ from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_bool, as_str_list
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
 from rce_lib.api.tracing import trace_id_for
+from rce_lib.metrics.downstream import ledger_recorder
 from rce_lib.plan.model import DAG_ID_PREFIX
 from rce_lib.reconcile.apply import Reconciler, SddcReport
 from rce_lib.reconcile.drift import RunState
+from rce_lib.telemetry import log_context, scope
 
-SUMMARY_ROLLOUT = "rce"
-SUMMARY_WAVE = "reconcile"
+SUMMARY_ROLLOUT = scope.SWEEP_ROLLOUT
+SUMMARY_WAVE = scope.SWEEP_WAVE
 """Scope of the sweep's own ledger events (`reconcile_summary`): it belongs to no wave."""
 RUNNING_STATES = ["queued", "running"]
 
@@ -48,6 +50,10 @@ class ListReconcileBatchesOperator(BaseOperator):
         self.recent_s = recent_s
 
     def execute(self, context: Context) -> list[list[str]]:
+        with scope.sweep_scope(task="list_batches", context=context):
+            return self.list_batches()
+
+    def list_batches(self) -> list[list[str]]:
         since = datetime.now(UTC) - timedelta(seconds=self.recent_s)
         ids = get_ledger().sddc_ids_to_reconcile(updated_since=since)
         batches = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
@@ -86,17 +92,27 @@ class ReconcileBatchOperator(BaseOperator):
         self.lease_s = lease_s
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        with scope.sweep_scope(task="reconcile_batch", context=context):
+            return self.reconcile(context)
+
+    def reconcile(self, context: Context) -> list[dict[str, Any]]:
         from rce_lib.hooks.sddc_api import SddcApiHook
 
         run_id = str(context["run_id"])
         ids = as_str_list(self.sddc_ids) or []
-        hook = SddcApiHook(sddc_api_conn_id=self.sddc_api_conn_id, trace_id=trace_id_for("reconcile", run_id))
+        ledger = get_ledger()
+        hook = SddcApiHook(
+            sddc_api_conn_id=self.sddc_api_conn_id,
+            trace_id=trace_id_for("reconcile", run_id),
+            on_request=ledger_recorder(ledger.url).observe,
+        )
         reconciler = Reconciler(
-            get_ledger(), hook, by="sweep", run_id=run_id, dry_run=as_bool(self.preview), lease_s=self.lease_s
+            ledger, hook, by="sweep", run_id=run_id, dry_run=as_bool(self.preview), lease_s=self.lease_s
         )
         states = RunStates(context)
         reports: list[dict[str, Any]] = []
         for sddc_id in ids:
+            log_context.rebind(sddc_id=sddc_id)
             try:
                 report = reconciler.sweep_sddc(sddc_id, states)
             except Exception as err:  # one SDDC must never stop the sweep
@@ -144,6 +160,10 @@ class ReconcileSummaryOperator(BaseOperator):
         self.preview = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with scope.sweep_scope(task="summary", context=context):
+            return self.summarise(context)
+
+    def summarise(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         batches = ti.xcom_pull(task_ids="list_batches") or []
         # explicit map indexes: a list even for one batch (one index alone comes back unwrapped)

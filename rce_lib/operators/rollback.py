@@ -33,8 +33,7 @@ class RollbackOperator(SddcPhaseOperator):
         super().__init__(**kwargs)
         self.max_error_rate = max_error_rate
 
-    def execute(self, context: Any) -> Any:
-        run = self.open_run(context)
+    def begin(self, run: PhaseRun) -> Any:
         progress = run.progress()
         under_way = progress is not None and progress.phase is Phase.ROLLBACK and progress.finished_at is None
         if progress is None or not (run.has_verdict(progress) or under_way):
@@ -118,8 +117,7 @@ class CanaryRollbackOperator(RollbackOperator):
     their own group, are left alone.
     """
 
-    def execute(self, context: Any) -> Any:
-        run = self.open_run(context)
+    def begin(self, run: PhaseRun) -> Any:
         decision = record.final(run.ledger, self.rollout, self.wave, run.run_id)
         if not record.stops_the_wave(decision):
             raise AirflowSkipException(

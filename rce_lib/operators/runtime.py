@@ -11,10 +11,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
-from rce_lib.api.models import Release, Task, TaskStatus
+from rce_lib.api.models import Release, Sddc, Task, TaskStatus
 from rce_lib.api.tracing import trace_id_for
 from rce_lib.ledger import Ledger
+from rce_lib.ledger.durations import TaskDurations
 from rce_lib.ledger.models import EventKind, Operation, Phase, Progress, Status
+from rce_lib.ledger.release_cache import ReleaseCache
+from rce_lib.metrics.downstream import ledger_recorder
+from rce_lib.pacing.feedback import fan_out, pacing_observer
+from rce_lib.pacing.policy import load_policy
+from rce_lib.pacing.store import Pacer, SlotDecision
+from rce_lib.telemetry import tracing
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,7 +66,9 @@ class PhaseRun:
     try_number: int
     is_last_try: bool
     trace_id: str
+    pacer: Pacer | None = None
     _release: Release | None = field(default=None, repr=False)
+    _sddc: Sddc | None = field(default=None, repr=False)
 
     @classmethod
     def from_context(cls, operator: SddcPhaseOperator, context: Context) -> PhaseRun:
@@ -70,14 +79,25 @@ class PhaseRun:
         try_number = int(getattr(ti, "try_number", 1) or 1)
         retries = int(operator.retries or 0)
         trace_id = trace_id_for(operator.rollout, operator.wave, operator.sddc_id, run_id)
+        ledger = get_ledger()
+        policy = load_policy()
+        pacer = Pacer(ledger, policy) if policy.enabled else None
+        hook = SddcApiHook(
+            sddc_api_conn_id=operator.sddc_api_conn_id,
+            trace_id=trace_id,
+            on_request=fan_out(
+                ledger_recorder(ledger.url).observe, pacing_observer(pacer) if pacer else None
+            ),
+        )
         return cls(
             operator=operator,
-            hook=SddcApiHook(sddc_api_conn_id=operator.sddc_api_conn_id, trace_id=trace_id),
-            ledger=get_ledger(),
+            hook=hook,
+            ledger=ledger,
             run_id=run_id,
             try_number=try_number,
             is_last_try=try_number > retries,
             trace_id=trace_id,
+            pacer=pacer,
         )
 
     # -- identity -----------------------------------------------------------------
@@ -87,10 +107,50 @@ class PhaseRun:
         return op.rollout, op.wave, op.sddc_id
 
     @property
+    def has_release(self) -> bool:
+        return self._release is not None
+
+    @property
     def release(self) -> Release:
         if self._release is None:
-            self._release = self.hook.get_release(self.operator.target_version)
+            self._release = self.read_release(self.operator.target_version)
         return self._release
+
+    def read_release(self, version: str) -> Release:
+        """A release from the shared cache when fresh (rce_lib.ledger.release_cache), else the API."""
+        cache = ReleaseCache(self.ledger)
+        body = cache.get(version)
+        if body is not None:
+            try:
+                release = Release.model_validate(body)
+            except ValueError:
+                release = None
+            if release is not None and release.version == version:
+                return release
+        release = self.hook.get_release(version)
+        cache.put(version, release.model_dump(mode="json"))
+        return release
+
+    def seed_release(self, data: Any) -> None:
+        """Take the target release this phase read in an earlier execution (carried in the
+        trigger's echo) instead of reading it again; ignored unless it is the target's."""
+        if self._release is not None or not isinstance(data, dict):
+            return
+        try:
+            release = Release.model_validate(data)
+        except ValueError:
+            return
+        if release.version == self.operator.target_version:
+            self._release = release
+
+    def remember_sddc(self, sddc: Sddc | None) -> None:
+        """Keep an SDDC just read (nothing written since) for the phase's next decision."""
+        self._sddc = sddc
+
+    def take_sddc(self) -> Sddc | None:
+        """The SDDC remembered by `remember_sddc`, once: any later decision reads again."""
+        sddc, self._sddc = self._sddc, None
+        return sddc
 
     def progress(self) -> Progress | None:
         return self.ledger.get(*self._ids)
@@ -102,7 +162,7 @@ class PhaseRun:
 
     def source_release(self) -> Release | None:
         version = self.source_version_hint
-        return self.hook.get_release(version) if version else None
+        return self.read_release(version) if version else None
 
     def snapshot_id(self) -> str | None:
         progress = self.progress()
@@ -170,12 +230,15 @@ class PhaseRun:
             message,
             {"reason": reason, "code": code, "retryable": retryable, "verdict": verdict},
         )
+        if phase == Phase.ROLLBACK.value and not (retryable and not self.is_last_try):
+            self.emit_sddc_span("rollback_failed", failed=True, reason=code)
 
     def ledger_sddc_finished(self, message: str) -> None:
         """Postcheck passed: the SDDC is done (the ledger moves it to `done`) and its claim is freed."""
         rollout, wave, sddc_id = self._ids
         self.ledger.phase_succeeded(rollout, wave, sddc_id, self.run_id, Phase.POSTCHECK, message=message)
         self.ledger.release(sddc_id, rollout, wave, self.run_id)
+        self.emit_sddc_span("succeeded")
 
     def ledger_rolled_back(self, message: str, *, restored: bool) -> None:
         """The failed SDDC is at its source release again (or was never changed); free its claim."""
@@ -185,6 +248,37 @@ class PhaseRun:
         else:
             self.event("rollback_not_needed", message)
         self.ledger.release(sddc_id, rollout, wave, self.run_id)
+        self.emit_sddc_span("rolled_back" if restored else "rollback_not_needed", failed=True)
+
+    def emit_sddc_span(self, outcome: str, *, failed: bool = False, reason: str | None = None) -> None:
+        """The SDDC span, once its upgrade ended (postcheck passed, or the rollback ended): from
+        the ledger's `started_at` to now, the root of the (run, SDDC) trace, linked to the wave.
+        An SDDC rolled back failed its upgrade: status ERROR, with the failure's code."""
+        if not tracing.enabled():
+            return
+        rollout, wave, sddc_id = self._ids
+        progress = self.progress()
+        if failed and reason is None:
+            reason = progress.last_error.code if progress and progress.last_error else outcome
+        tracing.emit_span(
+            "rce.sddc",
+            tracing.sddc_ref(rollout, wave, sddc_id, self.run_id),
+            start=progress.started_at if progress else None,
+            end=datetime.now(UTC),
+            attributes={
+                "rce.rollout": rollout,
+                "rce.wave": wave,
+                "rce.sddc_id": sddc_id,
+                "rce.run_id": self.run_id,
+                "rce.outcome": outcome,
+                "rce.reason": reason,
+                "rce.target_version": self.operator.target_version,
+                "rce.source_version": progress.source_version if progress else None,
+                "rce.attempts": progress.attempts if progress else None,
+            },
+            links=[tracing.wave_ref(rollout, wave, self.run_id)],
+            error=reason if failed else None,
+        )
 
     def admit(self, limit: int) -> bool:
         return self.ledger.admit(*self._ids, self.run_id, limit)
@@ -213,6 +307,35 @@ class PhaseRun:
         return bool(history) and history[-1].kind == "phase_verdict"
 
     # -- events ------------------------------------------------------------------------
+    # -- task duration history (rce_lib.ledger.durations) ------------------------------
+    def typical_duration(self, op: str) -> float | None:
+        """How long op's tasks took lately, fleet-wide (None: too few samples, or unreadable)."""
+        try:
+            return TaskDurations(self.ledger).typical(op)
+        except Exception:  # a hint: never fail a phase over it
+            return None
+
+    def record_duration(self, op: str, seconds: float) -> None:
+        try:
+            TaskDurations(self.ledger).record(op, seconds)
+        except Exception as err:  # a hint: never fail a phase over it
+            self.operator.log.warning("could not record how long %s took: %s", op, err)
+
+    # -- pacing (rce_lib.pacing) ---------------------------------------------------
+    def _holder(self, op: str, host_id: str | None) -> str:
+        return "/".join((*self._ids, op, host_id or "-"))
+
+    def take_slot(self, service: str, op: str, host_id: str | None) -> SlotDecision | None:
+        """A slot on `service` for op's downstream task (None: pacing is off)."""
+        if self.pacer is None:
+            return None
+        return self.pacer.acquire(service, self._holder(op, host_id), self.run_id)
+
+    def give_slot(self, op: str, host_id: str | None) -> None:
+        """op's task ended or was never started: its slot is free."""
+        if self.pacer is not None:
+            self.pacer.release(self._holder(op, host_id))
+
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         rollout, wave, sddc_id = self._ids
         self.ledger.append_event(

@@ -17,6 +17,11 @@ class SnapshotOperator(SddcPhaseOperator):
     phase = "snapshot"
     service = Service.VCENTER
 
+    derives_sddc = True
+
+    def sddc_after(self, run: PhaseRun, sddc: Sddc, op: str, host_id: str | None, task: Task) -> Sddc | None:
+        return sddc  # a snapshot changes nothing on the SDDC
+
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         progress = run.progress()
         if progress is not None and progress.snapshot_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -17,7 +18,9 @@ from rce_lib.gate.stats import Verdict
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Progress, Status
 from rce_lib.operators.approval import REJECTED_EVENT
+from rce_lib.pacing.store import Pacer
 from rce_lib.sensors.canary_gate import HELD_EVENT
+from rce_lib.telemetry import scope, tracing
 
 FAILED = (Status.FAILED, Status.ROLLED_BACK)
 
@@ -52,6 +55,10 @@ class WaveSummaryOperator(BaseOperator):
         self.preview = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with scope.wave_scope(rollout=self.rollout, wave=self.wave, task="wave_summary", context=context):
+            return self.summarise(context)
+
+    def summarise(self, context: Context) -> dict[str, Any]:
         if as_bool(self.preview):
             raise AirflowSkipException("dry run: nothing was upgraded, the wave is not promoted")
         run_id = str(context["run_id"])
@@ -62,6 +69,9 @@ class WaveSummaryOperator(BaseOperator):
         canary = set(ti.xcom_pull(task_ids="resolve_cohort", key="canary") or [])
         members = set(cohort)
         ledger = get_ledger()
+        released = Pacer(ledger).release_run(run_id)
+        if released:  # tasks no phase of this run will see end any more (rce_lib.pacing)
+            self.log.info("gave back %d pacing slot(s) this run still held", released)
         rows = [
             row
             for row in ledger.list_progress(rollout=self.rollout, wave=self.wave)
@@ -94,9 +104,38 @@ class WaveSummaryOperator(BaseOperator):
             message=text,
             data=summary,
         )
+        self.emit_wave_span(context, rows, summary)
         if reason is not None:
             raise AirflowFailException(f"[{reason}] {verdict}")
         return summary
+
+    def emit_wave_span(self, context: Context, rows: list[Progress], summary: dict[str, Any]) -> None:
+        """The wave span (root of the run's wave trace; every SDDC span links to it): from the
+        run's start (or its first SDDC's) to this summary, with the verdict."""
+        if not tracing.enabled():
+            return
+        run_id = str(context["run_id"])
+        dag_run = context.get("dag_run")
+        started = getattr(dag_run, "start_date", None) or min(
+            (r.started_at for r in rows if r.started_at is not None), default=None
+        )
+        reason = summary["reason"]
+        tracing.emit_span(
+            "rce.wave",
+            tracing.wave_ref(self.rollout, self.wave, run_id),
+            start=started,
+            end=datetime.now(UTC),
+            attributes={
+                "rce.rollout": self.rollout,
+                "rce.wave": self.wave,
+                "rce.run_id": run_id,
+                "rce.sddcs": summary["total"],
+                "rce.not_done": len(summary["not_done"]),
+                "rce.outcome": "promoted" if reason is None else "failed",
+                "rce.reason": reason,
+            },
+            error=reason,
+        )
 
     def verdict(
         self, ledger: Ledger, run_id: str, rows: list[Progress], canary: set[str]

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,8 @@ from rce_lib.errors import ParamsError
 from rce_lib.plan.model import Wave
 
 CANARY_LABEL = "canary"
+#: The most SDDC ids a trigger may name (the params schema's maxItems; resolve_cohort checks it too).
+MAX_COHORT_IDS = 1000
 _SDDC_ID_RE = re.compile(SDDC_ID_PATTERN)
 
 
@@ -151,7 +154,7 @@ def _ineligible(
     target: str,
     upgrade_from: Collection[str],
     claimed: Collection[str] | Mapping[str, str],
-    taken: Collection[str],
+    taken: Collection[str] | Mapping[str, str],
 ) -> Exclusion | None:
     """The first reason this matching SDDC cannot be upgraded by this wave now, or None."""
     if wave.selector.excludes(sddc.id):
@@ -166,9 +169,9 @@ def _ineligible(
         detail = f"claimed by wave {owner}" if owner else "claimed by another active wave"
         return Exclusion(sddc_id=sddc.id, reason=ExclusionReason.CLAIMED_BY_OTHER_WAVE, detail=detail)
     if sddc.id in taken:
-        return Exclusion(
-            sddc_id=sddc.id, reason=ExclusionReason.CLAIMED_BY_OTHER_WAVE, detail="taken by an earlier wave"
-        )
+        earlier = taken[sddc.id] if isinstance(taken, Mapping) else None
+        detail = f"taken by earlier wave {earlier}" if earlier else "taken by an earlier wave"
+        return Exclusion(sddc_id=sddc.id, reason=ExclusionReason.CLAIMED_BY_OTHER_WAVE, detail=detail)
     if sddc.version not in upgrade_from:
         return Exclusion(
             sddc_id=sddc.id,
@@ -189,7 +192,7 @@ def select_cohort(
     upgrade_from: Collection[str],
     target_version: str | None = None,
     claimed: Collection[str] | Mapping[str, str] = frozenset(),
-    taken: Collection[str] = frozenset(),
+    taken: Collection[str] | Mapping[str, str] = frozenset(),
     sddc_ids: Sequence[str] | None = None,
     max_parallel: int | None = None,
 ) -> Cohort:
@@ -202,8 +205,8 @@ def select_cohort(
     and the first `size` (count, or N% of the eligible rounded up) are taken; the
     first `canary_size` of those are the canary slice.
 
-    `claimed` are ids held by other active waves (a mapping id -> wave names the
-    wave in the detail); `taken` are ids handled by earlier waves of the plan.
+    `claimed` are ids held by other active waves, `taken` ids handled by earlier waves of the
+    plan (for either, a mapping id -> wave names the wave in the detail).
     Raises ParamsError for a bad override (malformed ids, max_parallel above the plan).
     """
     target = target_version or wave.release
@@ -257,4 +260,52 @@ def select_cohort(
     excluded.sort(key=lambda item: (item.sddc_id, item.reason.value))
     return Cohort(
         wave=wave.name, target_version=target, max_parallel=parallel, members=members, excluded=excluded
+    )
+
+
+class ClaimLike(Protocol):
+    """Who holds a claim (rce_lib.ledger.ClaimHolder, or anything shaped like it)."""
+
+    @property
+    def rollout(self) -> str: ...
+
+    @property
+    def wave(self) -> str: ...
+
+
+def claims_of_others(active: Mapping[str, ClaimLike], *, rollout: str, wave: str) -> dict[str, str]:
+    """Active claims held by any other (rollout, wave), as id -> "rollout/wave"; a wave's own
+    earlier claims are not in the way (a new run of the same wave takes them over)."""
+    return {
+        sddc_id: f"{holder.rollout}/{holder.wave}"
+        for sddc_id, holder in active.items()
+        if (holder.rollout, holder.wave) != (rollout, wave)
+    }
+
+
+def cohort_for_run(
+    wave: Wave,
+    inventory: Sequence[SddcSummary],
+    *,
+    rollout: str,
+    upgrade_from: Collection[str],
+    target_version: str | None = None,
+    active_claims: Mapping[str, ClaimLike] | None = None,
+    taken: Collection[str] | Mapping[str, str] = frozenset(),
+    sddc_ids: Sequence[str] | None = None,
+    max_parallel: int | None = None,
+) -> Cohort:
+    """The cohort a run of `wave` takes: `select_cohort` with the ledger's active claims of other
+    waves left out. resolve_cohort (the engine) and `rce plan` / the dry run (the preview) both
+    call this, so a preview shows exactly what a run would take from the same inventory and claims.
+    """
+    return select_cohort(
+        wave,
+        inventory,
+        upgrade_from=upgrade_from,
+        target_version=target_version,
+        claimed=claims_of_others(active_claims or {}, rollout=rollout, wave=wave.name),
+        taken=taken,
+        sddc_ids=sddc_ids,
+        max_parallel=max_parallel,
     )

@@ -25,6 +25,7 @@ from pydantic import (
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN, VERSION_RE, SddcSummary
 from rce_lib.errors import PlanError
+from rce_lib.plan.windows import MissingWindowPolicy
 
 ROLLOUT_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WAVE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,40}$"
@@ -148,6 +149,31 @@ class PlanModel(BaseModel):
 
 
 GatePhase = Literal["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
+DisruptivePhase = Literal["upgrade_vcenter", "upgrade_nsx", "upgrade_hosts"]
+"""The phases that change what the customer runs: they wait for the maintenance window."""
+DISRUPTIVE_PHASES: Final[tuple[DisruptivePhase, ...]] = ("upgrade_vcenter", "upgrade_nsx", "upgrade_hosts")
+DEFAULT_EXPECTED_PHASE_SECONDS: Final[dict[DisruptivePhase, int]] = {
+    "upgrade_vcenter": 3600,
+    "upgrade_nsx": 3600,
+    "upgrade_hosts": 4 * 3600,
+}
+"""Expected phase durations while the rollout has too little history of its own (seconds)."""
+MAX_PHASE_SECONDS: Final = 7 * 86400
+
+
+def _expected_phase_seconds(value: Any) -> Any:
+    """Whole seconds, 1..one week, per disruptive phase; bools and fractions are refused."""
+    if not isinstance(value, Mapping):
+        return value
+    for phase, seconds in value.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise ValueError(f"{phase}: expected whole seconds, got {seconds!r}")
+        if not 1 <= seconds <= MAX_PHASE_SECONDS:
+            raise ValueError(f"{phase}: must be 1..{MAX_PHASE_SECONDS} seconds (one week), got {seconds}")
+    return value
+
+
+ExpectedPhaseSeconds = Annotated[dict[DisruptivePhase, int], BeforeValidator(_expected_phase_seconds)]
 
 
 class PromQLSignal(PlanModel):
@@ -238,6 +264,9 @@ class WaveDefaults(PlanModel):
     gate: Gate | None = None
     approval: Approval | None = None
     schedule: Schedule = None
+    respect_maintenance_windows: bool | None = Field(default=None, strict=True)
+    expected_phase_seconds: ExpectedPhaseSeconds | None = None
+    missing_maintenance_window: MissingWindowPolicy | None = None
 
 
 class WaveSpec(WaveDefaults):
@@ -260,12 +289,39 @@ class Wave(PlanModel):
     gate: Gate
     approval: Approval | None = None
     schedule: Schedule = None
+    respect_maintenance_windows: bool = Field(default=False, strict=True)
+    """Disruptive phases wait (deferred) for each SDDC's maintenance window (README)."""
+    expected_phase_seconds: ExpectedPhaseSeconds = Field(
+        default_factory=lambda: dict(DEFAULT_EXPECTED_PHASE_SECONDS)
+    )
+    """Fallback expected durations while the rollout has too little history; phases not given
+    keep the built-in defaults."""
+    missing_maintenance_window: MissingWindowPolicy = "proceed"
+    """An SDDC whose window is null: `proceed` (no restriction) or `refuse` (NO_MAINTENANCE_WINDOW)."""
+
+    @model_validator(mode="after")
+    def _fill_expected_phase_seconds(self) -> Wave:
+        given = self.expected_phase_seconds
+        filled = {p: given.get(p, DEFAULT_EXPECTED_PHASE_SECONDS[p]) for p in DISRUPTIVE_PHASES}
+        object.__setattr__(self, "expected_phase_seconds", filled)  # frozen model: set once, here
+        return self
 
     @model_validator(mode="after")
     def _canary_fits(self) -> Wave:
         """A canary slice larger than a fixed wave size can never be filled."""
         if isinstance(self.size, int) and self.canary_size > self.size:
             raise ValueError(f"canary_size ({self.canary_size}) is larger than size ({self.size})")
+        if self.selector.sddc_ids:
+            # The selector names its SDDCs: the largest cohort is known here, before any run. (With
+            # a percentage size and no id list it depends on the live inventory: resolve_cohort
+            # then warns and makes the whole cohort the canary slice.)
+            named = len(set(self.selector.sddc_ids) - set(self.selector.exclude_ids))
+            most = self.resolve_size(named)
+            if self.canary_size > most:
+                raise ValueError(
+                    f"canary_size ({self.canary_size}) is larger than the largest cohort this wave can "
+                    f"take ({most}: size {self.size} of the {named} SDDC(s) its selector names)"
+                )
         return self
 
     @property

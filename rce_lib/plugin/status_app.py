@@ -7,10 +7,13 @@ Airflow login (a bearer token or the UI's session cookie), like Airflow's own AP
 from __future__ import annotations
 
 import html
+import os
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 
@@ -21,6 +24,21 @@ def _require_login() -> Any:
     from airflow.api_fastapi.core_api.security import get_user
 
     return Depends(get_user)
+
+
+@lru_cache(maxsize=1)
+def _registry() -> CollectorRegistry:
+    """One collector per api-server process: it keeps its cursor on the event log between scrapes."""
+    from rce_lib.metrics.exporter import PHASE_MAX_ENV, build_registry, phase_max_seconds
+
+    return build_registry(get_ledger(), phase_max=phase_max_seconds(os.environ.get(PHASE_MAX_ENV)))
+
+
+@lru_cache(maxsize=1)
+def plugin_app() -> FastAPI:
+    """The app the plugin mounts, built once per process: every Airflow process loads plugins,
+    and a task process forked after the preload (rce_lib.airflow_support.preload) inherits it."""
+    return create_app()
 
 
 def create_app() -> FastAPI:
@@ -35,6 +53,13 @@ def create_app() -> FastAPI:
         """Every SDDC's progress record, optionally for one rollout, wave or run."""
         rows = get_ledger().list_progress(rollout=rollout, wave=wave, run_id=run_id)
         return [row.model_dump(mode="json") for row in rows]
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """The rce metrics in Prometheus text format (the same numbers `rce exporter` serves)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
     def page(wave: Annotated[str | None, Query(max_length=128)] = None) -> str:

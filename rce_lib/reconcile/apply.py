@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rce_lib.api.keys import KeyParts, idempotency_key
-from rce_lib.api.models import HostState, Release, Task, TaskStatus
+from rce_lib.api.models import HostState, Release, Sddc, Task, TaskStatus
 from rce_lib.errors import ApiError, ContractViolation, RceError
 from rce_lib.ledger import Ledger, LedgerCorrupt, ProgressChanges, StaleGeneration
 from rce_lib.ledger.models import EventKind, Phase, Progress, Status
@@ -107,6 +108,8 @@ class Reconciler:
         self._sleep = sleep
         self._releases: dict[str, Release | None] = {}
         self._in_flight = False
+        self._api_writes = 0
+        """Downstream work started by repairs (a read taken before one is stale)."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -133,10 +136,16 @@ class Reconciler:
         target_version: str,
         target: Release | None = None,
         source: Release | None = None,
+        sddc: Sddc | None = None,
     ) -> PhaseDecision:
-        """Reconcile one SDDC before a phase acts on it (in flight); the phase is the watcher."""
+        """Reconcile one SDDC before a phase acts on it (in flight); the phase is the watcher.
+
+        `sddc`: the SDDC as the phase read it moments ago in the same execution (nothing
+        written since), judged instead of reading it again. The decision carries the SDDC
+        judged unless a repair changed something downstream (then the phase reads anew)."""
         phase = Phase(phase)
         self._in_flight = True
+        writes = self._api_writes
         try:
             progress = self.ledger.get(rollout, wave, sddc_id)
             operations = tuple(self.ledger.operations_of(rollout, wave, sddc_id))
@@ -155,10 +164,13 @@ class Reconciler:
             source=source or (self._release(source_version) if source_version else None),
             target=target or self._release(target_version),
         )
-        real = self._real(view, watched=False)
+        real = self._real(view, watched=False, sddc=sddc)
         findings = find_drift(view, real, RuleContext(now=self._clock(), phase=phase, lease_s=self.lease_s))
         self._settle(view, findings, SddcReport(sddc_id=sddc_id), {f"{rollout}/{wave}"})
-        return decide(findings)
+        decision = decide(findings)
+        if real.sddc is not None and self._api_writes == writes:
+            decision = replace(decision, sddc=real.sddc)
+        return decision
 
     # ------------------------------------------------------------------ reading
 
@@ -217,16 +229,18 @@ class Reconciler:
                 self._releases[version] = None
         return self._releases[version]
 
-    def _real(self, view: LedgerView, *, watched: bool) -> RealView:
-        """The SDDC as the API sees it, plus the tasks the rules may judge."""
-        try:
-            sddc = self.hook.get_sddc(view.sddc_id)
-        except ContractViolation as exc:
-            return RealView(sddc=None, violation=exc.message)
-        except ApiError as err:
-            if err.status == 404:
-                return RealView(sddc=None, removed=True)
-            raise
+    def _real(self, view: LedgerView, *, watched: bool, sddc: Sddc | None = None) -> RealView:
+        """The SDDC as the API sees it (`sddc` when the caller just read it), plus the tasks
+        the rules may judge."""
+        if sddc is None or sddc.id != view.sddc_id:
+            try:
+                sddc = self.hook.get_sddc(view.sddc_id)
+            except ContractViolation as exc:
+                return RealView(sddc=None, violation=exc.message)
+            except ApiError as err:
+                if err.status == 404:
+                    return RealView(sddc=None, removed=True)
+                raise
         task_ids: list[str] = []
         progress = view.progress
         for op in view.operations:
@@ -467,6 +481,7 @@ class Reconciler:
                 generation=generation,
             )
         )
+        self._api_writes += 1
         result = self.hook.set_host_maintenance(view.sddc_id, host_id, False, key=key)
         task = self._wait(result.task)
         self.ledger.record_operation_task(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rce_lib.api.models import Release
+from rce_lib.api.models import Release, Sddc
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Phase
 from rce_lib.reconcile.apply import Reconciler
@@ -35,11 +35,14 @@ def reconcile_before_phase(
     target_version: str,
     target: Release | None = None,
     source: Release | None = None,
+    sddc: Sddc | None = None,
 ) -> PhaseDecision:
     """Reconcile one SDDC before `phase` acts on it.
 
-    Costs one GET of the SDDC, the releases not given (pass `target` and `source` when
-    the caller has them), and one GET per task the ledger still holds as running. API errors other
+    Costs one GET of the SDDC (none when the caller passes the `sddc` it just read, with
+    nothing written since; the decision's `sddc` is the read the phase may act on), the
+    releases not given (pass `target` and `source` when the caller has them), and one GET
+    per task the ledger still holds as running. API errors other
     than 404 and contract violations propagate: the phase handles them as it handles
     any failed read. Every finding is recorded as a ledger event `drift_detected`
     (data.drift = the kind's name, data.by = `phase:<phase>`).
@@ -54,4 +57,5 @@ def reconcile_before_phase(
         target_version=target_version,
         target=target,
         source=source,
+        sddc=sddc,
     )

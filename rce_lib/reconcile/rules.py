@@ -64,6 +64,10 @@ class PhaseDecision:
     findings: tuple[Finding, ...] = ()
     reason: Reason | None = None
     message: str = ""
+    sddc: Sddc | None = field(default=None, compare=False, repr=False)
+    """The SDDC as read for this decision, when nothing was changed on the API since
+    (no repair started downstream work): the phase acts on this read instead of
+    sending the same GET again."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ from rce_lib.gate.evidence import Check, GateDecision, Member, Reading
 from rce_lib.gate.stats import Verdict
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import EventKind, Progress
+from rce_lib.metrics.downstream import ledger_recorder
 from rce_lib.plan.model import Gate, PromQLSignal
+from rce_lib.telemetry import scope
 
 COHORT_TASK = "resolve_cohort"
 HELD_EVENT = "gate_held_by_kill_switch"
@@ -70,6 +72,10 @@ class CanaryGateSensor(BaseSensorOperator):
         return self.judge(context).decision is Verdict.PASS
 
     def execute(self, context: Context, event: Any = None) -> str:
+        with scope.wave_scope(rollout=self.rollout, wave=self.wave, task="canary_gate", context=context):
+            return self.decide(context)
+
+    def decide(self, context: Context) -> str:
         decision = self.judge(context)
         if decision.holding:
             self.defer(
@@ -114,7 +120,9 @@ class CanaryGateSensor(BaseSensorOperator):
             return self._record(ledger, decision)
 
         hook = SddcApiHook(
-            sddc_api_conn_id=self.sddc_api_conn_id, trace_id=trace_id_for(self.rollout, self.wave, run_id)
+            sddc_api_conn_id=self.sddc_api_conn_id,
+            trace_id=trace_id_for(self.rollout, self.wave, run_id),
+            on_request=ledger_recorder(ledger.url).observe,
         )
         progress = {i: ledger.get(self.rollout, self.wave, i) for i in canary_ids}
         members = [_member(i, p) for i, p in progress.items()]

@@ -32,6 +32,7 @@ from rce_lib.api.models import (
     SNAPSHOT_ID_RE,
     TASK_ID_RE,
     VERSION_RE,
+    MaintenanceWindow,
 )
 from rce_lib.sim.limits import TokenBucket, retry_after_header, retry_after_seconds
 from rce_lib.sim.model import SddcRec, TaskRec
@@ -42,7 +43,7 @@ from rce_lib.sim.state import FleetState
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LABEL_RE = re.compile(r"^[a-z0-9_.-]+=[A-Za-z0-9_.-]+$")
-TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 TASK_TYPES = (
     "PRECHECK",
     "SNAPSHOT",
@@ -54,7 +55,7 @@ TASK_TYPES = (
 )
 TASK_STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")
 # Operations whose contract lists 400; the others answer bad input with 422.
-OPS_WITH_400 = ("prechecks", "components", "hosts_upgrade")
+OPS_WITH_400 = ("prechecks", "components")  # startHostUpgrade lists no 400
 EXTRA = {"x_sim_extra": {"note": "unknown field injected by the simulator", "n": 1}}
 RA_MAX = 50_000
 
@@ -117,7 +118,9 @@ class SimApp:
         r.add_post("/sim/faults", self.post_faults)
         r.add_delete("/sim/faults", self.delete_faults)
         r.add_post("/sim/drift", self.post_drift)
+        r.add_post("/sim/sddcs/{sddc_id}/maintenance_window", self.post_maintenance_window)
         r.add_get("/sim/state", self.get_state)
+        r.add_get("/sim/tasks/{task_id}", self.get_task_record)
         return app
 
     # ================================================================ middleware
@@ -160,15 +163,16 @@ class SimApp:
             if is_api:
                 identity = self._identity(request, mutating)
                 self._check_retry_after(request, identity, now)
+                self._storm(now, service)
                 self._injected(fault, service)
                 self.state.advance(now)
                 self._rate_limit(mutating, service, now)
             response = await handler(request)
         except ApiProblem as problem:
-            response = self._problem(problem, service)
+            response = self._problem(problem, service, request)
         except web.HTTPException as exc:
             code = "NOT_FOUND" if exc.status == 404 else "METHOD_NOT_ALLOWED" if exc.status == 405 else "HTTP"
-            response = self._problem(ApiProblem(exc.status, code, exc.reason or "error"), service)
+            response = self._problem(ApiProblem(exc.status, code, exc.reason or "error"), service, request)
         if identity is not None:
             self._remember_retry_after(identity, response)
         if self.state.dirty.any_state():
@@ -193,6 +197,13 @@ class SimApp:
                 "missing or bad bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="sddc"'},
             )
+
+    def _storm(self, now: float, service: str) -> None:
+        """Inside a 429 storm window every API request is refused until the storm ends."""
+        retry_after = self.state.faults.storm_retry_after(now)
+        if retry_after is not None:
+            self.state.counters.injected["storm"] += 1
+            raise ApiProblem(429, "RATE_LIMITED", "injected 429 storm", retry_after=retry_after)
 
     def _injected(self, fault: str | None, service: str) -> None:
         if fault == "error":
@@ -219,7 +230,12 @@ class SimApp:
                 429, "RATE_LIMITED", f"over the {service} request rate", retry_after=retry_after_seconds(wait)
             )
 
-    def _problem(self, problem: ApiProblem, service: str) -> web.Response:
+    def _problem(self, problem: ApiProblem, service: str, request: web.Request | None = None) -> web.Response:
+        if request is not None and self.state.faults.faults.echo_auth:
+            # a leaky server: the request's credentials come back in the error's text
+            echoed = request.headers.get("Authorization", "")
+            problem.detail = f"{problem.detail} (request Authorization: {echoed})"
+            self.state.counters.injected["echo_auth"] += 1
         if problem.retry_after is not None:
             fmt = self.state.faults.faults.retry_after_format or self.config.retry_after_format
             problem.headers["Retry-After"] = retry_after_header(
@@ -318,6 +334,13 @@ class SimApp:
         if match is None or match.group(1) == "0" * 32:
             return None
         return match.group(1)
+
+    @staticmethod
+    def _parent_span_id(request: web.Request) -> str | None:
+        match = TRACEPARENT_RE.match(request.headers.get("traceparent", "").strip().lower())
+        if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+            return None
+        return match.group(2)
 
     # ================================================================ reads
 
@@ -423,6 +446,7 @@ class SimApp:
             raise ApiProblem(404, "NOT_FOUND", f"task {task_id} not found")
         if task.sddc_id in self.state.faults.faults.forbidden_sddc_ids:
             raise ApiProblem(403, "FORBIDDEN", f"this token has no rights on {task.sddc_id}")
+        self.state.counters.task_polls[task.type] += 1
         return self._json(self.state.task_view(task, time.time()))
 
     async def get_release(self, request: web.Request) -> web.Response:
@@ -473,7 +497,9 @@ class SimApp:
             return self._json(self.state.task_view(self.state.tasks[rec.task_id], now), 200)
         if not isinstance(sddc_or_id, SddcRec):
             raise ApiProblem(404, "NOT_FOUND", f"SDDC {sddc_or_id} not found")
-        call = Call(request.method, request.path, now, key, self._trace_id(request))
+        call = Call(
+            request.method, request.path, now, key, self._trace_id(request), self._parent_span_id(request)
+        )
         task = start(call, sddc_or_id, body)
         if key is not None:
             self.state.bind_key(key, fingerprint, task, now)
@@ -598,6 +624,34 @@ class SimApp:
         self.state.advance(now)
         body = await self._body(request, 422)
         return web.json_response(self.ops.drift(body))
+
+    async def post_maintenance_window(self, request: web.Request) -> web.Response:
+        """Set (or clear, with null) an SDDC's maintenance window, as its customer would:
+        body {"maintenance_window": {"day_of_week": 5, "start_hour_utc": 2, "duration_hours": 6}}.
+        Windows are real UTC wall time, whatever the time scale; answers the SDDC as the API shows it."""
+        self.state.advance(time.time())
+        sddc = self._sddc(request)
+        body = await self._body(request, 422)
+        if "maintenance_window" not in body:
+            raise ApiProblem(422, "INVALID_WINDOW", "maintenance_window (an object or null) is required")
+        raw = body["maintenance_window"]
+        window = None
+        if raw is not None:
+            try:
+                window = MaintenanceWindow.model_validate(raw).model_dump()
+            except ValidationError as exc:
+                raise ApiProblem(422, "INVALID_WINDOW", str(exc)) from None
+        sddc.maintenance_window = window
+        self.state.dirty.sddcs.add(sddc.id)
+        return web.json_response(self.state.sddc_view(sddc))
+
+    async def get_task_record(self, request: web.Request) -> web.Response:
+        """A task as the simulator holds it, with what the contract does not show (the
+        `traceparent` span id that created it, its idempotency key, planned faults)."""
+        task = self.state.tasks.get(request.match_info["task_id"])
+        if task is None:
+            raise ApiProblem(404, "NOT_FOUND", f"task {request.match_info['task_id']} not found")
+        return web.json_response(task.to_row())
 
     async def get_state(self, request: web.Request) -> web.Response:
         now = time.time()

@@ -22,6 +22,8 @@ class Counters:
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self.mutating_calls = 0
         self.tasks_created: Counter[str] = Counter()
+        self.task_polls: Counter[str] = Counter()
+        """GET /api/v1/tasks/{id} answered, by the task's type (which phase polls)."""
         self.peak: dict[str, int] = {s: (current or {}).get(s, 0) for s in SERVICES}
         self.http_429: Counter[str] = Counter()
         self.http_503: Counter[str] = Counter()
@@ -62,6 +64,7 @@ class Counters:
             ],
             "mutating_calls": self.mutating_calls,
             "tasks_created": dict(self.tasks_created),
+            "task_polls": dict(self.task_polls),
             "concurrent": {s: {"current": current.get(s, 0), "peak": self.peak.get(s, 0)} for s in SERVICES},
             "http_429": dict(self.http_429),
             "http_503": dict(self.http_503),
@@ -78,6 +81,7 @@ class Counters:
         )
         self.mutating_calls = int(row.get("mutating_calls", 0))
         self.tasks_created = Counter(row.get("tasks_created", {}))
+        self.task_polls = Counter(row.get("task_polls", {}))
         self.peak = {s: int(v.get("peak", 0)) for s, v in row.get("concurrent", {}).items()}
         self.http_429 = Counter(row.get("http_429", {}))
         self.http_503 = Counter(row.get("http_503", {}))

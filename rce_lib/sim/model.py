@@ -82,6 +82,8 @@ class TaskRec:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    #: The span id of the `traceparent` that created it (the client span; shown by /sim/tasks/{id}).
+    parent_span_id: str | None = None
 
     @property
     def active(self) -> bool:

@@ -28,6 +28,7 @@ class Call:
     now: float
     key: str | None
     trace_id: str | None
+    span_id: str | None = None
 
 
 class Ops:
@@ -93,7 +94,8 @@ class Ops:
 
     def _capacity(self, task_type: str, now: float) -> None:
         service = service_of(task_type)
-        limit = self.state.config.capacity.get(service, math.inf)
+        configured = self.state.config.capacity.get(service, math.inf)
+        limit = self.state.faults.faults.capacity.get(service, configured)
         if len(self.state.active_by_service[service]) >= limit:
             end = self.state.earliest_end(service)
             delay = retry_after_seconds((end if end is not None else now + 1) - now)
@@ -114,7 +116,9 @@ class Ops:
 
     def _create(self, call: Call, sddc: SddcRec, task_type: str, **kw: Any) -> TaskRec:
         self._capacity(task_type, call.now)
-        return self.state.create_task(sddc, task_type, call.now, trace_id=call.trace_id, key=call.key, **kw)
+        return self.state.create_task(
+            sddc, task_type, call.now, trace_id=call.trace_id, parent_span_id=call.span_id, key=call.key, **kw
+        )
 
     # ------------------------------------------------------------ operations
 

@@ -338,6 +338,7 @@ class FleetState:
         params: dict[str, Any] | None = None,
         trace_id: str | None = None,
         key: str | None = None,
+        parent_span_id: str | None = None,
     ) -> TaskRec:
         self.seq += 1
         duration = self.config.real_duration(task_type)
@@ -354,6 +355,7 @@ class FleetState:
             params=params or {},
             planned_error=self.faults.planned_task_error(task_type, sddc.id, task_type in HOST_TASKS),
             idempotency_key=key,
+            parent_span_id=parent_span_id,
         )
         if task_type == "ROLLBACK":
             self._cancel_active(sddc.id, now)
@@ -428,6 +430,7 @@ class FleetState:
                 progress = max(0, min(99, int(100 * (now - task.created_at) / span)))
                 if self.faults.roll(self.faults.faults.unknown_task_status_rate):
                     status = self.faults.faults.unknown_task_status
+                    self.counters.injected["unknown_status"] += 1
             updated = task.created_at if status == "QUEUED" else max(task.created_at, min(now, task.ends_at))
         else:
             status = task.status

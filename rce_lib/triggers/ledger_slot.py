@@ -9,6 +9,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from rce_lib.telemetry import log_context
+from rce_lib.triggers import _ledger
+
 
 class LedgerSlotTrigger(BaseTrigger):
     """Fires once fewer than `limit` SDDCs of the run are in flight in the ledger.
@@ -29,9 +32,10 @@ class LedgerSlotTrigger(BaseTrigger):
         poll_s: float = 5.0,
         first_poll_s: float = 0.0,
         started_at: float | None = None,
+        log_fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.ledger_url = ledger_url
+        self.ledger_url = _ledger.masked(ledger_url) or ledger_url  # no password in the trigger table
         self.rollout = rollout
         self.wave = wave
         self.run_id = run_id
@@ -39,6 +43,7 @@ class LedgerSlotTrigger(BaseTrigger):
         self.poll_s = poll_s
         self.first_poll_s = first_poll_s
         self.started_at = started_at if started_at is not None else time.time()
+        self.log_fields = dict(log_fields or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -52,15 +57,25 @@ class LedgerSlotTrigger(BaseTrigger):
                 "poll_s": self.poll_s,
                 "first_poll_s": self.first_poll_s,
                 "started_at": self.started_at,
+                "log_fields": self.log_fields,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Each trigger runs in its own asyncio task, so these fields are this trigger's alone.
+        fields = {k: v for k, v in self.log_fields.items() if k in log_context.FIELDS}
+        with log_context.bound(
+            **{**fields, "rollout": self.rollout, "wave": self.wave, "run_id": self.run_id}
+        ):
+            async for event in self._wait():
+                yield event
+
+    async def _wait(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
         from rce_lib.ledger import Ledger
 
-        ledger = Ledger(self.ledger_url)
+        ledger = Ledger(await _ledger.resolved(self.ledger_url))
         count = sync_to_async(ledger.in_flight, thread_sensitive=False)
         await asyncio.sleep(max(0.0, self.started_at + self.first_poll_s - time.time()))
         while True:

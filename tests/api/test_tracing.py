@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rce_lib.api.tracing import is_trace_id, trace_id_for, traceparent
+from rce_lib.api.tracing import is_span_id, is_trace_id, span_id_for, trace_id_for, traceparent
 
 TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
 
@@ -41,3 +41,18 @@ def test_traceparent_refuses_invalid_trace_ids(bad: str) -> None:
     assert not is_trace_id(bad)
     with pytest.raises(ValueError):
         traceparent(bad)
+
+
+def test_span_id_is_deterministic_16_hex_and_distinct_from_the_trace_id_material() -> None:
+    span_id = span_id_for("sddc", "r", "w", "sddc-1", "run-1")
+    assert span_id == span_id_for("sddc", "r", "w", "sddc-1", "run-1")
+    assert is_span_id(span_id)
+    assert span_id != span_id_for("wave", "r", "w", "sddc-1", "run-1")
+    assert span_id != trace_id_for("sddc", "r", "w", "sddc-1", "run-1")[:16]
+
+
+def test_traceparent_carries_the_given_span_id() -> None:
+    trace_id, span_id = trace_id_for("x"), span_id_for("x")
+    assert traceparent(trace_id, span_id) == f"00-{trace_id}-{span_id}-01"
+    with pytest.raises(ValueError):
+        traceparent(trace_id, "0" * 16)

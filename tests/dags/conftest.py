@@ -55,14 +55,22 @@ class WaveAirflow:
         return self.local.home
 
     def dags_test(
-        self, wave: str, conf: dict[str, Any] | None = None, env: dict[str, str] | None = None
+        self,
+        wave: str,
+        conf: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = DAGS_TEST_TIMEOUT_S,
     ) -> subprocess.CompletedProcess[str]:
         """`airflow dags test rce_wave_<wave> -c '<json>'` in a subprocess; never raises on failure.
         `env` adds variables (e.g. AIRFLOW_VAR_RCE_KILL_SWITCH) to this run only."""
-        return self.dag_test(f"rce_wave_{wave}", conf, env=env)
+        return self.dag_test(f"rce_wave_{wave}", conf, env=env, timeout=timeout)
 
     def dag_test(
-        self, dag_id: str, conf: dict[str, Any] | None = None, env: dict[str, str] | None = None
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = DAGS_TEST_TIMEOUT_S,
     ) -> subprocess.CompletedProcess[str]:
         """`airflow dags test <dag_id> -c '<json>'` in a subprocess; never raises on failure."""
         args = [str(venv_bin() / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf or {})]
@@ -72,7 +80,7 @@ class WaveAirflow:
             env={**self.local.env(), **(env or {})},
             capture_output=True,
             text=True,
-            timeout=DAGS_TEST_TIMEOUT_S,
+            timeout=timeout,
             check=False,
             start_new_session=True,
         )

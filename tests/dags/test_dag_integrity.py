@@ -131,9 +131,7 @@ def test_canary_slice_then_gate_then_bulk(bag: DagBag) -> None:
 def test_approval_sits_between_gate_and_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan_file = tmp_path / "rollout.yaml"
     plan_file.write_text(
-        "rollout: r\nrelease: 1.26.0\n"
-        + DEFAULTS
-        + "waves:\n  - {name: first, size: 4, canary_size: 1,"
+        "rollout: r\nrelease: 1.26.0\n" + DEFAULTS + "waves:\n  - {name: first, size: 4, canary_size: 1,"
         " approval: {timeout_seconds: 600, on_timeout: approve}}\n  - {name: second, size: 2}\n"
     )
     monkeypatch.setenv(PLAN_ENV, str(plan_file))
@@ -203,9 +201,7 @@ BAD_PLANS = {
         "waves[0].gate.max_error_rate",
     ),
     "gate-negative-samples": (
-        "rollout: r\nrelease: 1.26.0\n"
-        + DEFAULTS
-        + "waves:\n  - {name: first, size: 2,"
+        "rollout: r\nrelease: 1.26.0\n" + DEFAULTS + "waves:\n  - {name: first, size: 2,"
         " gate: {max_error_rate: 0.1, max_p95_latency_ms: 800, min_samples: -3}}\n",
         "waves[0].gate.min_samples",
     ),

@@ -12,6 +12,7 @@ inline wait instead of deferring.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from collections import defaultdict
@@ -361,11 +362,25 @@ def test_dry_run_previews_the_cohort_and_changes_nothing(runs: dict[str, Run]) -
     sim, af, proc = runs["preview"].sim, runs["preview"].af, runs["preview"].proc
     assert proc is not None
     assert proc.returncode == 0, _output(proc)
-    assert sim.counters()["mutating_calls"] == 0
+    counters = sim.counters()
+    assert counters["mutating_calls"] == 0
+    assert {r["method"] for r in counters["requests"] if r["route"].startswith("/api/")} == {"GET"}
     ledger = af.ledger()
     previews = ledger.events(rollout=ROLLOUT, wave="preview", kinds=["cohort_preview"])
     assert len(previews) == 1
     assert [m["sddc_id"] for m in previews[0].data["members"]] == ["sddc-0002", "sddc-0001", "sddc-0003"]
+    # the same preview as `rce plan`: in the task log as markdown, and as the XCom `preview`
+    assert "### Dry run of wave `preview`: nothing changed" in proc.stdout
+    assert "| 1 | sddc-0002 | bulk |" in proc.stdout
+    with sqlite3.connect(af.home / "airflow.db") as db:
+        (value,) = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = 'rce_wave_preview' AND task_id = 'resolve_cohort'"
+            " AND key = 'preview'"
+        ).fetchone()
+    xcom = json.loads(value)
+    assert xcom == previews[0].data
+    assert [m["sddc_id"] for m in xcom["members"]] == ["sddc-0002", "sddc-0001", "sddc-0003"]
+    assert {e["reason"] for e in xcom["excluded"]} == {"OVER_SIZE"}
     assert ledger.list_progress(rollout=ROLLOUT, wave="preview") == []
     assert ledger.active_claims() == {}
     # a preview must not promote the wave: that would start its after: waves for real

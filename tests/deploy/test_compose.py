@@ -20,8 +20,10 @@ import pytest
 from _compose import (
     COMPOSE_FILE,
     REPO,
+    bind_mounts,
     defaulted_variables,
     env_of,
+    host_path,
     interpolate,
     required_variables,
 )
@@ -34,13 +36,15 @@ AIRFLOW_SERVICES = {
     "airflow-worker": "celery worker",
     "airflow-triggerer": "triggerer",
 }
-LONG_RUNNING = {*AIRFLOW_SERVICES, "postgres", "redis", "rce-sim"}
+OBSERVABILITY_SERVICES = {"rce-exporter", "prometheus", "grafana"}
+LONG_RUNNING = {*AIRFLOW_SERVICES, "postgres", "redis", "rce-sim", *OBSERVABILITY_SERVICES}
 SECRETS = (
     "_AIRFLOW_WWW_USER_PASSWORD",
     "POSTGRES_PASSWORD",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "RCE_SIM_TOKEN",
+    "GRAFANA_ADMIN_PASSWORD",
 )
 # Options of [celery_broker_transport_options] that Airflow passes through to kombu unlisted.
 KOMBU_TRANSPORT_OPTIONS = {"global_keyprefix"}
@@ -157,21 +161,6 @@ def test_every_service_image_is_built_from_the_repo_or_pinned(compose: dict[str,
         assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
 
 
-def bind_mounts(service: dict[str, Any], named: set[str]) -> list[tuple[str, str]]:
-    """(host path, container path) of every bind mount: short and long syntax."""
-    found = []
-    for volume in service.get("volumes") or []:
-        if isinstance(volume, dict):
-            source, target, kind = volume.get("source", ""), volume["target"], volume.get("type")
-            if kind == "bind":
-                found.append((interpolate(source), target))
-            continue
-        source, target = interpolate(volume).split(":")[:2]
-        if source not in named:
-            found.append((source, target))
-    return found
-
-
 def test_every_mounted_path_exists_in_the_repo(compose: dict[str, Any]) -> None:
     named = set(compose.get("volumes") or {})
     mounts = {
@@ -188,6 +177,17 @@ def test_every_mounted_path_exists_in_the_repo(compose: dict[str, Any]) -> None:
             source = interpolate(volume).split(":")[0] if isinstance(volume, str) else ""
             if source and not source.startswith((".", "/")):
                 assert source in named, source
+
+
+def test_every_airflow_component_gets_the_preloading_local_settings(compose: dict[str, Any]) -> None:
+    """$AIRFLOW_HOME/config/airflow_local_settings.py (rce_lib.airflow_support.preload), in the
+    compose file's mounts and in the image."""
+    named = set(compose.get("volumes") or {})
+    wanted = (REPO / "config" / "airflow_local_settings.py").resolve()
+    for name in AIRFLOW_SERVICES:
+        seen = host_path(compose["services"][name], named, "/opt/airflow/config/airflow_local_settings.py")
+        assert seen == wanted, f"{name} sees {seen}"
+    assert "COPY --chown=airflow:0 config /opt/airflow/config" in (REPO / "Dockerfile").read_text()
 
 
 @cache

@@ -1,10 +1,21 @@
-"""The benchmark's lower-bound arithmetic and fleet sizing (pure functions, no processes)."""
+"""The benchmark's fixed settings, lower-bound arithmetic and fleet sizing (pure functions, no processes)."""
 
 from __future__ import annotations
 
 import pytest
 
 from rce_lib.devenv.bench import fleet_size_for, host_chain_s, lower_bound
+from rce_lib.devenv.bench_model import (
+    STANDARD_CAPACITY,
+    STANDARD_DURATIONS,
+    STANDARD_SEED,
+    STANDARD_SIZES,
+    STANDARD_TIME_SCALE,
+    BenchSettings,
+    batch_serial_ideal_s,
+    cohort_shapes,
+    standard_bound,
+)
 from rce_lib.sim.config import DEFAULT_CAPACITY, DEFAULT_DURATIONS, DEFAULT_RELEASES
 from rce_lib.sim.fleet import version_for_index
 
@@ -70,3 +81,78 @@ def test_fleet_size_holds_exactly_enough_upgradable_sddcs(n: int) -> None:
     versions = [version_for_index(i, DEFAULT_RELEASES) for i in range(1, size + 1)]
     assert versions.count("1.25.0") == n
     assert versions[-1] == "1.25.0"
+
+
+# ------------------------------------------------------------------ the fixed settings
+
+
+def test_standard_durations_are_the_simulators_and_the_issues_proportions() -> None:
+    minutes = {
+        "PRECHECK": 2,
+        "SNAPSHOT": 5,
+        "UPGRADE_VCENTER": 45,
+        "UPGRADE_NSX": 30,
+        "HOST_MAINTENANCE": 3,
+        "UPGRADE_HOST": 20,
+        "ROLLBACK": 40,
+    }
+    assert {k: v / 60 for k, v in STANDARD_DURATIONS.items()} == minutes
+    assert STANDARD_DURATIONS == DEFAULT_DURATIONS
+    assert STANDARD_TIME_SCALE == 60  # one simulated minute per real second
+
+
+def test_standard_capacities_make_the_n200_bound_about_five_minutes() -> None:
+    """The issue: capacities such that the N = 200 wave's ideal lower bound is about 5 minutes."""
+    settings = BenchSettings(sddcs=200)
+    assert settings.capacity == STANDARD_CAPACITY == {"vcenter": 60, "nsx": 30, "esx": 120}
+    bound = standard_bound(200)
+    real_s = bound.lower_bound_s / STANDARD_TIME_SCALE
+    assert 270 <= real_s <= 330
+    assert real_s == 304  # the NSX term: 30 + 200 x 30 / 30 + 52 (vCenter chain, smallest SDDC's hosts)
+    assert bound.binding == "nsx work/capacity + head + tail"
+    # every service is close to binding: a scheduler must keep all three busy
+    assert all(v / 60 > 250 for v in bound.service_headtail_s.values())
+
+
+def test_standard_bounds_of_the_issues_sizes() -> None:
+    real = {n: standard_bound(n).lower_bound_s / STANDARD_TIME_SCALE for n in STANDARD_SIZES}
+    assert real == {50: 186, 200: 304, 1000: 1104}
+    assert standard_bound(50).binding.startswith("critical path")
+
+
+def test_cohort_shapes_are_the_benchs_wave() -> None:
+    shapes = cohort_shapes(200)
+    assert len(shapes) == 200
+    assert all(1 <= len(s) <= 2 and all(2 <= h <= 4 for h in s) for s in shapes)
+    assert shapes == cohort_shapes(200, STANDARD_SEED)
+    assert shapes != cohort_shapes(200, STANDARD_SEED + 1)
+
+
+def test_batch_serial_ideal_sums_the_slowest_member_of_each_batch() -> None:
+    sddcs = [[2], [1], [4], [1, 1]]
+    one = {k: D[k] for k in D}
+    # chains: 1000 + 500 + 500 x hosts -> 2500, 2000, 3500, 2500
+    assert batch_serial_ideal_s(sddcs, one, 2) == 2500 + 3500
+    assert batch_serial_ideal_s(sddcs, one, 4) == 3500
+    assert batch_serial_ideal_s(sddcs, one, 1) == 2500 + 2000 + 3500 + 2500
+    with pytest.raises(ValueError):
+        batch_serial_ideal_s(sddcs, one, 0)
+
+
+def test_settings_report_what_is_not_standard() -> None:
+    assert BenchSettings(sddcs=50).deviations() == []
+    assert BenchSettings(sddcs=50).batch_size == 30  # the NSX capacity
+    assert BenchSettings(sddcs=10).batch_size == 10  # at most the wave
+    odd = BenchSettings(
+        sddcs=50,
+        time_scale=120,
+        seed=7,
+        capacity={"nsx": 5},
+        durations_s={"UPGRADE_HOST": 60},
+        max_parallel=5,
+    )
+    text = " | ".join(odd.deviations())
+    for part in ("time scale 120", "seed 7", "capacity nsx 5", "UPGRADE_HOST 60", "max_parallel 5"):
+        assert part in text
+    assert odd.capacity == {"vcenter": 60, "nsx": 5, "esx": 120}
+    assert odd.batch_size == 5

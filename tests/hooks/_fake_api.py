@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+ENDLESS_CAP_S = 20.0
 #: Long enough for Airflow's secrets masker (it skips secrets under 5 characters).
 TOKEN = "s3cr3t-bearer-token-0123456789"
 
@@ -28,6 +29,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     send_length: bool = True
     delay_s: float = 0.0
+    #: After the body, keep sending a byte every this many seconds (a response that never
+    #: ends), until the client hangs up or ENDLESS_CAP_S has passed.
+    endless_every_s: float | None = None
 
     def payload(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -89,6 +93,15 @@ class FakeApi:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(payload)
+                    if reply.endless_every_s is not None:
+                        self._trickle(reply.endless_every_s)
+
+            def _trickle(self, every_s: float) -> None:
+                stop = time.monotonic() + ENDLESS_CAP_S
+                while time.monotonic() < stop:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(every_s)
 
             do_GET = do_POST = do_PUT = _serve
 

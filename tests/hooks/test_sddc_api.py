@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 import pytest
@@ -392,7 +393,12 @@ def test_a_connection_without_a_password_fails_as_auth(api: FakeApi, connect: An
 
 def test_observer_sees_each_attempt_by_route(api: FakeApi, connect: Any, clock: FakeClock) -> None:
     calls: list[tuple[str, str, int | None, float]] = []
-    hook = SddcApiHook(sleep=clock.sleep, clock=clock, reads=FAST, on_request=lambda *a: calls.append(a))
+    hook = SddcApiHook(
+        sleep=clock.sleep,
+        clock=clock,
+        reads=FAST,
+        on_request=lambda r, s, t: calls.append((r.route, r.method, s, t)),
+    )
     api.script(problem(500), Reply(200, task_json("t-5")))
     hook.get_task("t-5")
     assert [c[:3] for c in calls] == [
@@ -456,5 +462,39 @@ def test_observer_sees_the_redirect_status(api: FakeApi, connect: Any) -> None:
     calls: list[tuple[str, str, int | None, float]] = []
     api.script(Reply(302, b"", headers={"Location": "http://evil.example/"}))
     with pytest.raises(ContractViolation):
-        SddcApiHook(on_request=lambda *a: calls.append(a)).get_sddc("sddc-1")
+        SddcApiHook(on_request=lambda r, s, t: calls.append((r.route, r.method, s, t))).get_sddc("sddc-1")
     assert [c[:3] for c in calls] == [("/api/v1/sddcs/{sddc_id}", "GET", 302)]
+
+
+def test_a_response_that_never_ends_is_cut_at_the_total_deadline(
+    api: FakeApi, connect: Any, clock: FakeClock
+) -> None:
+    """A body trickling a byte at a time never trips the per-read timeout nor (for days) the
+    size cap: the whole exchange has a deadline of connect_timeout + read_timeout, as the
+    async hook's `ClientTimeout(total=...)`; it is a transient fault, retried, then reported."""
+    connect(connect_timeout=0.2, read_timeout=0.4)
+    endless = Reply(200, b'{"id": "sddc-1", ', send_length=False, endless_every_s=0.02)
+    api.script(endless, endless)
+    policy = RetryPolicy("fast", attempts=2, deadline_s=100.0, base_s=0.01, cap_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        SddcApiHook(sleep=clock.sleep, clock=clock, reads=policy).get_sddc("sddc-1")
+    assert time.monotonic() - started < 5
+    assert info.value.reason is Reason.RETRY_BUDGET_EXHAUSTED and info.value.status is None
+    assert "0.6 s" in str(info.value)
+    assert len(api.seen) == 2
+
+
+def test_a_redirect_to_another_host_is_refused_and_sends_nothing_there(
+    api: FakeApi, hook: SddcApiHook
+) -> None:
+    other = FakeApi().start()
+    try:
+        api.script(
+            Reply(308, b"", headers={"Location": f"http://localhost:{other.port}/api/v1/sddcs/sddc-1"})
+        )
+        with pytest.raises(ContractViolation, match="308 redirect refused"):
+            hook.start_precheck("sddc-1", "1.3.0", key=KEY)
+        assert other.seen == [] and len(api.seen) == 1
+    finally:
+        other.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -114,8 +115,27 @@ def test_connection_refused_spends_the_poll_budget(api: FakeApi, connect: Any, c
         Reply(200, task_json("t-2")),  # another task than asked
         Reply(200, b"[" + b"1," * (600 * 1024) + b"1]", send_length=False),
         Reply(301, b"", headers={"Location": "http://evil.example/"}),
+        Reply(200, task_json("t-1", progress_percent="half")),  # wrong type
+        Reply(200, {"id": "t-1"}),  # missing required fields
+        Reply(200, [task_json("t-1")]),
+        Reply(200, task_json("t-1", created_at="yesterday")),
+        Reply(204, b"", content_type=None),
+        Reply(200, b"[" + b"1," * (600 * 1024) + b"1]"),  # declared too large
     ],
-    ids=["malformed", "empty", "html", "other-task", "huge", "redirect"],
+    ids=[
+        "malformed",
+        "empty",
+        "html",
+        "other-task",
+        "huge",
+        "redirect",
+        "wrong-type",
+        "missing",
+        "array",
+        "bad-date",
+        "204",
+        "huge-declared",
+    ],
 )
 def test_unreadable_answers_are_contract_violations(
     api: FakeApi, hook: SddcApiAsyncHook, reply: Reply
@@ -157,3 +177,36 @@ def test_no_password_is_an_auth_failure(api: FakeApi, connect: Any) -> None:
     with pytest.raises(ApiError) as info:
         run(lambda: SddcApiAsyncHook().get_task("t-1"))
     assert info.value.reason is Reason.AUTH_FAILED and api.seen == []
+
+
+def test_an_answer_about_another_sddc_is_a_contract_violation(api: FakeApi, hook: SddcApiAsyncHook) -> None:
+    api.script(Reply(200, sddc_json("sddc-2")), Reply(200, health_json("sddc-2")))
+    with pytest.raises(ContractViolation):
+        run(lambda: hook.get_sddc("sddc-1"))
+    with pytest.raises(ContractViolation):
+        run(lambda: hook.get_health("sddc-1"))
+
+
+def test_a_response_that_never_ends_is_cut_at_the_total_deadline(
+    api: FakeApi, connect: Any, clock: FakeClock
+) -> None:
+    connect(connect_timeout=0.2, read_timeout=0.4)
+    endless = Reply(200, b'{"id": "t-1", ', send_length=False, endless_every_s=0.02)
+    api.script(endless, endless)
+    policy = RetryPolicy("p", attempts=2, deadline_s=60.0, base_s=0.01, cap_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        run(lambda: SddcApiAsyncHook(sleep=clock.asleep, clock=clock, policy=policy).get_task("t-1"))
+    assert time.monotonic() - started < 5
+    assert info.value.reason is Reason.RETRY_BUDGET_EXHAUSTED and len(api.seen) == 2
+
+
+def test_a_redirect_to_another_host_is_never_followed(api: FakeApi, hook: SddcApiAsyncHook) -> None:
+    other = FakeApi().start()
+    try:
+        api.script(Reply(302, b"", headers={"Location": f"http://localhost:{other.port}/api/v1/tasks/t-1"}))
+        with pytest.raises(ContractViolation, match="302 redirect refused"):
+            run(lambda: hook.get_task("t-1"))
+        assert other.seen == [] and len(api.seen) == 1
+    finally:
+        other.stop()

@@ -23,6 +23,7 @@ import yaml
 
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.ledger import Ledger
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -56,16 +57,6 @@ def write_plan(path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(plan))
     return path
-
-
-def wait_until(what: str, check: Any, timeout: float, poll: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def runs_of(rest: AirflowRest, dag_id: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Phase, Status
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,16 +83,6 @@ def write_plan(path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(plan))
     return path
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def sddc_tis(rest: AirflowRest, run_id: str) -> list[dict[str, Any]]:

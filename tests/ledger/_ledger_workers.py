@@ -34,3 +34,20 @@ def hammer(url: str, idx: int, iterations: int, barrier: Any, results: Any) -> N
         results.put({"idx": idx, "granted": claim.granted, "generation": bumped, "cas_retries": cas_retries})
     except BaseException:
         results.put({"idx": idx, "error": traceback.format_exc()})
+
+
+def count_requests(url: str, idx: int, iterations: int, barrier: Any, results: Any) -> None:
+    """Record downstream requests through the process recorder, flushing as a worker would."""
+    try:
+        from rce_lib.metrics.downstream import RequestRecorder, increments_for
+
+        recorder = RequestRecorder(Ledger(url).add_counters, flush_every=0)
+        barrier.wait(timeout=60)
+        for i in range(iterations):
+            recorder.add(increments_for("nsx", 503 if i % 4 == 0 else 200, 0.02))
+            if i % 5 == 4:
+                assert recorder.flush()
+        assert recorder.flush()
+        results.put({"idx": idx})
+    except BaseException:
+        results.put({"idx": idx, "error": traceback.format_exc()})

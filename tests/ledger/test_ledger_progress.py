@@ -256,6 +256,34 @@ def test_ensure_schema_is_idempotent_and_keeps_data(ledger: Ledger) -> None:
     assert ledger.get(R, W, "sddc-1") is not None
 
 
+def test_a_complete_schema_is_checked_without_the_write_lock(tmp_path: Path) -> None:
+    """A new process's first ensure_schema while another holds SQLite's write lock: with every
+    table there it reads and goes on (task processes do this once each); a missing table
+    still makes it wait for the lock and create it."""
+    import sqlite3
+    import time
+
+    from rce_lib.ledger import store
+
+    path = tmp_path / "lock.db"
+    url = f"sqlite:///{path}"
+    Ledger(url).ensure_schema()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        store._schema_ready.clear()  # as in a newly forked task process
+        t0 = time.monotonic()
+        Ledger(url).ensure_schema()
+        assert time.monotonic() - t0 < 5
+    finally:
+        holder.execute("ROLLBACK")
+    holder.execute("DROP TABLE rce_release_cache")
+    store._schema_ready.clear()
+    Ledger(url).ensure_schema()
+    assert "rce_release_cache" in {r[0] for r in holder.execute("SELECT name FROM sqlite_master")}
+    holder.close()
+
+
 def test_phase_success_records_its_duration_and_history_reads_it(tmp_path: Path) -> None:
     now = [datetime(2026, 11, 25, 12, 0, tzinfo=UTC)]
     ledger = Ledger(f"sqlite:///{tmp_path / 'd.db'}", clock=lambda: now[0])
@@ -285,3 +313,35 @@ def test_final_failures_count_verdicts_not_retries_nor_brakes(tmp_path: Path) ->
     ledger.upsert_progress("r", "w", "other-run", "run-2", status=Status.ROLLED_BACK, finished_at=now)
     assert ledger.final_failures("r", "w", "run") == 3
     assert ledger.final_failures("r", "w", "run", ignore_codes=["KILL_SWITCH"]) == 2
+
+
+def test_a_late_success_of_an_earlier_phase_does_not_undo_done(ledger: Ledger) -> None:
+    """Found by the crash-resume soak: a scheduler killed mid-phase leaves that phase's first
+    execution running as an orphan while the retry goes on to postcheck; the orphan's success
+    then came last and put a done SDDC back at upgrade_hosts."""
+    ledger.phase_started(R, W, "sddc-1", "run-1", Phase.UPGRADE_HOSTS)
+    ledger.phase_succeeded(R, W, "sddc-1", "run-1", Phase.UPGRADE_HOSTS)
+    ledger.phase_succeeded(R, W, "sddc-1", "run-1", Phase.POSTCHECK)
+    late = ledger.phase_succeeded(R, W, "sddc-1", "run-1", Phase.UPGRADE_HOSTS, message="orphan")
+    assert (late.phase, late.status) == (Phase.DONE, Status.SUCCEEDED) and late.finished_at is not None
+    assert [e.message for e in ledger.events(kinds=["phase_succeeded"])][-1] == "orphan"  # still logged
+    again = ledger.phase_succeeded(R, W, "sddc-1", "run-2", Phase.PRECHECK)  # a new run may start over
+    assert again.phase is Phase.PRECHECK
+
+
+def test_a_late_start_or_failure_of_an_earlier_phase_does_not_undo_done(ledger: Ledger) -> None:
+    """Found by the crash-resume soak in CI: a vCenter task instance the new scheduler had reset
+    ran again after its SDDC was done; its start and its skip put the SDDC back at
+    upgrade_vcenter."""
+    ledger.phase_succeeded(R, W, "sddc-1", "run-1", Phase.POSTCHECK)
+    ledger.phase_started(R, W, "sddc-1", "run-1", Phase.UPGRADE_VCENTER)
+    ledger.phase_skipped(R, W, "sddc-1", "run-1", Phase.UPGRADE_VCENTER)
+    failed = ledger.phase_failed(
+        R, W, "sddc-1", "run-1", Phase.UPGRADE_NSX, code="X", message="late", retryable=True
+    )
+    assert (failed.phase, failed.status, failed.last_error) == (Phase.DONE, Status.SUCCEEDED, None)
+    assert failed.finished_at is not None
+    kinds = [e.kind for e in ledger.events(sddc_id="sddc-1")]
+    assert kinds[-3:] == ["phase_started", "phase_skipped", "phase_failed"]  # all still logged
+    rollback = ledger.phase_started(R, W, "sddc-1", "run-1", Phase.ROLLBACK)  # a canary rollback may
+    assert rollback.phase is Phase.ROLLBACK

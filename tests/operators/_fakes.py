@@ -134,8 +134,22 @@ class FakeRun:
     failures: list[dict[str, Any]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
 
+    pacer: None = None  # pacing off: tests/operators/test_pacing.py runs it for real
+
     def progress(self) -> Progress | None:
         return self.ledger_progress
+
+    def take_slot(self, service: str, op: str, host_id: str | None) -> None:
+        return None
+
+    def give_slot(self, op: str, host_id: str | None) -> None:
+        pass
+
+    def typical_duration(self, op: str) -> float | None:
+        return None
+
+    def record_duration(self, op: str, seconds: float) -> None:
+        pass
 
     def operation_succeeded(self, op: str, host_id: str | None = None) -> bool:
         return (op, host_id) in self.succeeded_ops

@@ -15,6 +15,7 @@ from rce_lib.gate.stats import Verdict
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import LastError, Phase, Status
 from rce_lib.operators.summary import WaveSummaryOperator
+from rce_lib.pacing.store import Pacer
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -128,3 +129,14 @@ def test_members_that_never_finished_fail_the_run(ledger: Ledger) -> None:
     ledger.upsert_progress("r", "w", "sddc-0002", "run-1", phase=Phase.PRECHECK, status=Status.PENDING)
     with pytest.raises(AirflowFailException, match=r"WAVE_INCOMPLETE.*sddc-0002"):
         _summary("False", budget=100).execute(_context(["sddc-0001", "sddc-0002"]))  # type: ignore[arg-type]
+
+
+def test_the_end_of_the_run_gives_back_its_pacing_slots(ledger: Ledger) -> None:
+    """A phase that failed with its task still running kept its slot; nothing of this run will
+    see that task end now, so the run's end frees it (other runs keep theirs)."""
+    pacer = Pacer(ledger)
+    pacer.acquire("nsx", "r/w/sddc-0001/nsx/-", "run-1")
+    pacer.acquire("nsx", "r/w2/sddc-0009/nsx/-", "run-2")
+    _done(ledger, "sddc-0001")
+    _summary().execute(_context(["sddc-0001"]))  # type: ignore[arg-type]
+    assert [(s.service, s.in_flight) for s in pacer.states()] == [("nsx", 1)]

@@ -126,3 +126,25 @@ def test_rollout_plan_validates_on_its_own(plan_data: dict[str, Any]) -> None:
     plan_data["waves"][1]["schedule"] = "after:ghost"
     with pytest.raises(ValueError, match=r"waves\[1\]\.schedule \(wave 'early'\)"):
         RolloutPlan.model_validate(plan_data)
+
+
+@pytest.mark.parametrize(
+    ("size", "ids", "excluded", "canary", "ok"),
+    [
+        ("50%", ["a-1", "a-2", "a-3", "a-4"], [], 2, True),
+        ("50%", ["a-1", "a-2", "a-3", "a-4"], [], 3, False),  # 50% of 4 named SDDCs is 2
+        ("100%", ["a-1", "a-2", "a-3"], ["a-3"], 3, False),  # excluded ids do not count
+        (10, ["a-1", "a-2"], [], 3, False),  # a fixed size larger than the named SDDCs
+        ("10%", [], [], 50, True),  # inventory-dependent: only resolve_cohort can tell (it warns)
+    ],
+)
+def test_a_canary_larger_than_a_statically_known_cohort_is_a_plan_error(
+    plan_data: dict[str, Any], size: int | str, ids: list[str], excluded: list[str], canary: int, ok: bool
+) -> None:
+    wave = plan_data["waves"][0]
+    wave.update(size=size, canary_size=canary, selector={"sddc_ids": ids, "exclude_ids": excluded})
+    if ok:
+        parse_plan(plan_data)
+        return
+    with pytest.raises(PlanError, match=r"canary_size .* larger than the largest cohort"):
+        parse_plan(plan_data)

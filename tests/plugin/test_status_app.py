@@ -55,3 +55,23 @@ def test_shows_every_sddc_once_logged_in(ledger: Ledger) -> None:
     page = client.get("/").text
     assert "sddc-0002" in page and "[HOST_DISCONNECTED] host &lt;h1&gt; down" in page
     assert client.get("/progress", params={"wave": "x" * 200}).status_code == 422
+
+
+def test_serves_the_metrics_to_a_logged_in_user(ledger: Ledger) -> None:
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.core_api.security import get_user
+
+    from rce_lib.plugin import status_app
+
+    status_app._registry.cache_clear()
+    create_auth_manager()
+    assert TestClient(create_app()).get("/metrics").status_code == 401
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: object()
+    resp = TestClient(app).get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    assert (
+        'rce_phase_total{outcome="failed",phase="upgrade_hosts",reason="HOST_DISCONNECTED",wave="canary"} 1.0'
+        in resp.text
+    )
+    assert 'rce_sddcs{state="running",wave="canary"} 1.0' in resp.text

@@ -11,13 +11,11 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from rce_lib.airflow_support import ledger_conn
 from rce_lib.devenv.airflow_local import sddc_api_conn
 from rce_lib.gate import record
 from rce_lib.gate.stats import Verdict
@@ -58,17 +56,6 @@ def sim(_module_sim: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     _module_sim.reset_counters()
     monkeypatch.setenv("AIRFLOW_CONN_SDDC_API", sddc_api_conn(_module_sim.url, _module_sim.token))
     return _module_sim
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    monkeypatch.setenv("RCE_LEDGER_URL", url)
-    ledger_conn._ledger_for.cache_clear()
-    ledger = Ledger(url)
-    ledger.ensure_schema()
-    yield ledger
-    ledger_conn._ledger_for.cache_clear()
 
 
 def slice_ended(ledger: Ledger, *, ago_s: float, failed: tuple[str, ...] = ()) -> None:

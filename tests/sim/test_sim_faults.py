@@ -102,3 +102,52 @@ def test_unknown_task_status(sim_factory: SimFactory, contract: Contract) -> Non
         contract.schema_validate("Task", seen)
     listed = sim.request("GET", "/api/v1/sddcs/sddc-0001/tasks").json()["items"]
     assert listed[0]["status"] == "PAUSED"
+
+
+def test_slow_answers_arrive_late(sim_server: SimServer) -> None:
+    sim_server.faults(slow_rate=1.0, slow_ms=300)
+    t0 = time.monotonic()
+    assert sim_server.request("GET", "/api/v1/sddcs/sddc-0001").status_code == 200
+    assert time.monotonic() - t0 >= 0.3
+    sim_server.faults(slow_rate=0.0)
+    t0 = time.monotonic()
+    assert sim_server.request("GET", "/api/v1/sddcs/sddc-0001").status_code == 200
+    assert time.monotonic() - t0 < 0.3
+
+
+def test_storms_answer_every_request_429_until_they_end(sim_server: SimServer) -> None:
+    """storm_every_s 3, storm_duration_s 1.5: quiet for 1.5 s after posting, then a storm."""
+    sim_server.faults(storm_every_s=3, storm_duration_s=1.5)
+    assert sim_server.request("GET", "/api/v1/sddcs/sddc-0001").status_code == 200
+    time.sleep(1.6)
+    resp = sim_server.request("GET", "/api/v1/sddcs/sddc-0002")
+    assert resp.status_code == 429 and resp.json()["code"] == "RATE_LIMITED"
+    assert 1 <= int(resp.headers["Retry-After"]) <= 2
+    assert (
+        sim_server.request("POST", "/api/v1/sddcs/sddc-0018/snapshots", json={}, key=key()).status_code == 429
+    )
+    time.sleep(int(resp.headers["Retry-After"]))  # the Retry-After ends the storm
+    assert sim_server.request("GET", "/api/v1/sddcs/sddc-0002").status_code == 200
+    counters = sim_server.counters()
+    assert counters["injected"]["storm"] == 2 and counters["tasks_created"] == {}
+    assert counters["retry_after_violations"]["count"] == 0
+
+
+def test_echo_auth_puts_the_callers_token_in_problem_bodies(sim_server: SimServer) -> None:
+    sim_server.faults(echo_auth=True, error_rate=1.0)
+    resp = sim_server.request("GET", "/api/v1/sddcs/sddc-0001")
+    assert resp.status_code == 500 and f"Bearer {sim_server.token}" in resp.json()["detail"]
+    sim_server.faults(error_rate=0.0)
+    resp = sim_server.request("GET", "/api/v1/sddcs/sddc-9999")
+    assert resp.status_code == 404 and sim_server.token in resp.json()["detail"]
+    assert sim_server.request("GET", "/api/v1/sddcs/sddc-0001").status_code == 200
+    assert sim_server.counters()["injected"]["echo_auth"] == 2
+
+
+def test_unknown_task_statuses_are_counted(sim_factory: SimFactory) -> None:
+    sim = sim_factory(size=6, time_scale=60)
+    sim.faults(unknown_task_status_rate=1.0)
+    task = start(sim, "POST", "/api/v1/sddcs/sddc-0001/snapshots", {})
+    time.sleep(0.1)
+    assert sim.request("GET", f"/api/v1/tasks/{task['id']}").json()["status"] == "PAUSED"
+    assert sim.counters()["injected"]["unknown_status"] >= 1

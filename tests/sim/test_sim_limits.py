@@ -48,6 +48,30 @@ def test_capacity_503_retry_after_and_violations(sim_factory: SimFactory, contra
     assert counters["tasks_created"] == {"PRECHECK": 2, "HOST_MAINTENANCE": 1}
 
 
+def test_capacity_lowered_mid_run_refuses_new_starts_and_lets_running_ones_finish(
+    sim_factory: SimFactory,
+) -> None:
+    sim = sim_factory(size=6, time_scale=60)  # PRECHECK: 2 real s
+    for n in (1, 2):
+        started = sim.request("POST", f"/api/v1/sddcs/sddc-000{n}/prechecks", json=V26, key=key())
+        assert started.status_code == 202
+    sim.faults(capacity={"vcenter": 1})
+    refused = sim.request("POST", "/api/v1/sddcs/sddc-0003/prechecks", json=V26, key=key())
+    assert refused.status_code == 503 and refused.json()["code"] == "SERVICE_AT_CAPACITY"
+    assert "runs 1 tasks" in refused.json()["detail"]
+    assert sim.counters()["concurrent"]["vcenter"]["current"] == 2  # the running ones go on
+    sim.faults(capacity={})  # back to the configured capacity
+    assert sim.request("POST", "/api/v1/sddcs/sddc-0003/prechecks", json=V26, key=key()).status_code == 202
+
+
+def test_a_capacity_fault_for_an_unknown_service_is_refused(sim_factory: SimFactory) -> None:
+    sim = sim_factory(size=2)
+    resp = sim.request("POST", "/sim/faults", json={"capacity": {"ntp": 1}})
+    assert resp.status_code == 422 and "unknown service" in resp.text
+    resp = sim.request("POST", "/sim/faults", json={"capacity": {"nsx": -1}})
+    assert resp.status_code == 422
+
+
 def test_rate_limit_429_with_http_date(sim_factory: SimFactory, contract: Contract) -> None:
     sim = sim_factory(
         size=6,

@@ -10,21 +10,14 @@ from airflow.triggers.base import TriggerEvent
 
 from rce_lib.devenv.airflow_local import sddc_api_conn
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
+from tests.waiting import first_event
 
 ECHO = {"op": "host_upgrade", "host_id": "sddc-0001-c1-h2", "generation": 3}
+LOG_FIELDS = {"rollout": "r", "wave": "w", "sddc_id": "sddc-0001", "phase": "upgrade_hosts", "try_number": 2}
 
 
 def _drive(trigger: DownstreamTaskTrigger, timeout: float = 20.0) -> TriggerEvent:
-    """What the triggerer does: take the first event, then close the generator."""
-
-    async def first() -> TriggerEvent:
-        events = trigger.run()
-        try:
-            return await asyncio.wait_for(events.asend(None), timeout)
-        finally:
-            await events.aclose()
-
-    return asyncio.run(first())
+    return asyncio.run(first_event(trigger, timeout))
 
 
 def test_serialize_round_trips_exactly() -> None:
@@ -32,6 +25,9 @@ def test_serialize_round_trips_exactly() -> None:
         task_id="task-42",
         sddc_api_conn_id="other_api",
         trace_id="0af7651916cd43dd8448eb211c80319c",
+        metrics_ledger_url="sqlite:////tmp/ledger.db",
+        parent_span_id="b7ad6b7169203331",
+        log_fields=LOG_FIELDS,
         poll_min_s=0.5,
         poll_max_s=12.0,
         started_at=1_700_000_000.25,
@@ -43,7 +39,10 @@ def test_serialize_round_trips_exactly() -> None:
     assert kwargs == {
         "task_id": "task-42",
         "sddc_api_conn_id": "other_api",
+        "metrics_ledger_url": "sqlite:////tmp/ledger.db",
         "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "parent_span_id": "b7ad6b7169203331",
+        "log_fields": LOG_FIELDS,
         "poll_min_s": 0.5,
         "poll_max_s": 12.0,
         "started_at": 1_700_000_000.25,

@@ -1,0 +1,28 @@
+"""The bench's CPU accounting: a session's processes, by Airflow component."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from rce_lib.devenv.bench import session_cpu_by_role, session_cpu_seconds
+
+BUSY = "import time, sys\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)"
+
+
+def test_a_sessions_cpu_is_counted_and_split_by_command_line() -> None:
+    # a process of its own session whose command line names the scheduler
+    proc = subprocess.Popen([sys.executable, "-c", BUSY, "airflow", "scheduler"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and session_cpu_seconds(proc.pid)[0] < 0.6:
+            time.sleep(0.1)
+        total, processes = session_cpu_seconds(proc.pid)
+        by_role = session_cpu_by_role(proc.pid)
+        assert processes == 1 and total >= 0.6
+        assert set(by_role) == {"scheduler"} and abs(by_role["scheduler"] - total) < 0.05
+        assert session_cpu_by_role(proc.pid + 10**7) == {}  # no such session
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,96 @@
+"""Adaptive concurrency in a real phase against the real simulator: a phase whose service has
+been refusing our starts waits in the triggerer without calling it, and the refusals a phase
+meets close the service's shared limit (rce_lib.pacing)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk.exceptions import TaskDeferred
+
+from rce_lib.devenv.airflow_local import sddc_api_conn
+from rce_lib.ledger import Ledger
+from rce_lib.operators.cohort import _enroll
+from rce_lib.operators.components import VcenterUpgradeOperator
+from rce_lib.pacing.store import Pacer
+from rce_lib.triggers.service_slot import ServiceSlotTrigger
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+R, W, RUN, TARGET = "r", "w", "manual__pacing", "1.26.0"
+STARTS = ("POST", "/api/v1/sddcs/{sddc_id}/components/{component}/upgrade")
+
+
+class Ti:
+    try_number = 1
+
+
+@pytest.fixture
+def fleet(sim_factory: Any, monkeypatch: pytest.MonkeyPatch, ledger: Ledger) -> Any:
+    server = sim_factory(size=4, time_scale=6000)
+    monkeypatch.setenv("AIRFLOW_CONN_SDDC_API", sddc_api_conn(server.url, server.token))
+    _enroll(ledger, R, W, "sddc-0001", RUN, TARGET, "1.25.0")
+    return server
+
+
+def _vcenter() -> VcenterUpgradeOperator:
+    return VcenterUpgradeOperator(
+        task_id="upgrade_vcenter",
+        sddc_id="sddc-0001",
+        target_version=TARGET,
+        rollout=R,
+        wave=W,
+        inline_wait_s=20.0,
+        resume_delay_s=0.0,
+        poll_min_s=0.05,
+    )
+
+
+def _starts(fleet: Any) -> int:
+    return sum(int(r["count"]) for r in fleet.counters()["requests"] if (r["method"], r["route"]) == STARTS)
+
+
+def test_a_phase_waits_for_room_under_a_closed_limit_then_goes_on(fleet: Any, ledger: Ledger) -> None:
+    pacer = Pacer(ledger)
+    for holder in ("other-1", "other-2"):
+        pacer.acquire("vcenter", holder, "another-run")
+    for _ in range(3):
+        pacer.refused("vcenter")  # limit 1, two of another run's tasks in flight
+    fleet.reset_counters()
+    op = _vcenter()
+    context = {"run_id": RUN, "ti": Ti()}
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ServiceSlotTrigger) and trigger.service == "vcenter"
+    assert deferred.value.method_name == "resume_after_wait"
+    assert _starts(fleet) == 0, "started work on a service at its limit"
+    [waiting] = [e for e in ledger.events(kinds=["phase_waiting"])]
+    assert "vcenter has refused our starts lately" in waiting.message
+
+    pacer.release("other-1")
+    pacer.release("other-2")
+    event = asyncio.run(asyncio.wait_for(trigger.run().__anext__(), timeout=10))
+    assert event.payload["status"] == "room"
+    op.resume_after_wait(context, event.payload)
+    assert _starts(fleet) == 1
+    target = fleet.request("GET", f"/api/v1/releases/{TARGET}").json()["components"]["vcenter"]
+    assert fleet.sddc("sddc-0001")["components"]["vcenter"] == target
+    assert [s.in_flight for s in pacer.states()] == [0], "the finished task kept its slot"
+
+
+def test_sustained_refusals_close_the_limit_and_the_phase_gives_its_slot_back(
+    fleet: Any, ledger: Ledger
+) -> None:
+    fleet.faults(capacity={"vcenter": 0})  # every start: 503 SERVICE_AT_CAPACITY, Retry-After 1 s
+    fleet.reset_counters()
+    with pytest.raises(TaskDeferred) as deferred:
+        _vcenter().execute({"run_id": RUN, "ti": Ti()})
+    assert isinstance(deferred.value.trigger, TimeDeltaTrigger)
+    refused = _starts(fleet)
+    assert refused >= 3 and fleet.counters()["capacity_503"] == {"vcenter": refused}
+    [vcenter] = Pacer(ledger).states()
+    assert vcenter.limit == 1.0 and vcenter.in_flight == 0
+    assert fleet.counters()["retry_after_violations"]["count"] == 0

@@ -1,0 +1,42 @@
+"""ServiceSlotTrigger: fires only once the service's adaptive limit has room."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from rce_lib.ledger import Ledger
+from rce_lib.pacing.store import Pacer
+from rce_lib.triggers.service_slot import ServiceSlotTrigger
+
+
+def test_serialize_round_trips_exactly(tmp_path: Path) -> None:
+    trigger = ServiceSlotTrigger(ledger_url=f"sqlite:///{tmp_path}/l.db", service="nsx", poll_s=2.0)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "rce_lib.triggers.service_slot.ServiceSlotTrigger"
+    assert ServiceSlotTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_waits_while_the_limit_is_full_and_fires_when_a_slot_is_given_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/l.db"
+    pacer = Pacer(Ledger(url))
+    for holder in ("a", "b"):
+        assert pacer.acquire("nsx", holder, "run-1").granted
+    for _ in range(3):
+        pacer.refused("nsx")  # limit 1, 2 held
+    assert pacer.has_room("esx")
+
+    async def scenario() -> dict[str, object]:
+        gen = ServiceSlotTrigger(ledger_url=url, service="nsx", poll_s=0.05).run()
+        pending = asyncio.ensure_future(gen.__anext__())
+        await asyncio.sleep(0.5)
+        assert not pending.done(), "fired while the limit was full"
+        await asyncio.to_thread(pacer.release, "a")
+        await asyncio.sleep(0.3)
+        assert not pending.done(), "fired with 1 held under a limit of 1"
+        await asyncio.to_thread(pacer.release, "b")
+        event = await asyncio.wait_for(pending, timeout=5)
+        await gen.aclose()
+        return dict(event.payload)
+
+    assert asyncio.run(scenario()) == {"status": "room", "service": "nsx"}
