@@ -14,6 +14,7 @@ step (`next_step`). This base owns the loop that makes phases resume-safe:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -23,7 +24,7 @@ from typing import Any, ClassVar, NoReturn
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support import kill_switch
 from rce_lib.api.keys import KeyParts, idempotency_key
@@ -35,6 +36,7 @@ from rce_lib.operators.steps import Done, Start, Step, Wait
 from rce_lib.reconcile.inflight import PhaseAction, reconcile_before_phase
 from rce_lib.telemetry import log_context, scope, tracing
 from rce_lib.telemetry.tracing import TaskSpan
+from rce_lib.triggers import phase as phase_trigger
 from rce_lib.triggers.backoff import poll_delay
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
 from rce_lib.triggers.service_slot import ServiceSlotTrigger
@@ -48,6 +50,7 @@ class PhaseError(AirflowException):
     def __init__(self, reason: Reason | str, message: str) -> None:
         super().__init__(f"[{reason}] {message}")
         self.reason = str(reason)
+        self.detail = message
 
 
 class StaleDecision(Exception):
@@ -61,6 +64,7 @@ class PhaseFailedForGood(AirflowFailException):
     def __init__(self, reason: Reason | str, message: str) -> None:
         super().__init__(f"[{reason}] {message}")
         self.reason = str(reason)
+        self.detail = message
 
 
 class SddcPhaseOperator(BaseOperator):
@@ -108,6 +112,8 @@ class SddcPhaseOperator(BaseOperator):
         self._rechecked: set[str] = set()
         """Recorded tasks this execution found SUCCEEDED when it was about to start their step
         (start): settled, and the SDDC read again before any of them is started anew."""
+        self._in_triggerer = False
+        self._ti_fields: dict[str, Any] = {}
 
     # -- what subclasses decide ------------------------------------------------
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
@@ -210,6 +216,73 @@ class SddcPhaseOperator(BaseOperator):
         with self.telemetry(context, "resume_after_wait"):
             return self.advance(self.open_run(context))
 
+    # -- carried on in the triggerer (rce_lib.triggers.phase) ----------------------
+    def defer(
+        self,
+        *,
+        trigger: Any,
+        method_name: str,
+        kwargs: dict[str, Any] | None = None,
+        timeout: timedelta | int | float | None = None,
+    ) -> NoReturn:
+        """Defer; from a worker, the wait and what follows it go on in the triggerer
+        (PhaseTrigger) unless RCE_PHASES_IN_TRIGGERER=off. In the triggerer the wait is
+        handed back to the PhaseTrigger running this phase."""
+        if (
+            not self._in_triggerer
+            and method_name in phase_trigger.CONTINUABLE
+            and kwargs is None
+            and timeout is None
+            and phase_trigger.enabled()
+        ):
+            trigger = phase_trigger.PhaseTrigger(
+                phase=self.phase_spec(), context=self._ti_fields, wait=trigger.serialize(), method=method_name
+            )
+            method_name = phase_trigger.RESUME_METHOD
+        super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
+
+    def phase_spec(self) -> dict[str, Any]:
+        """This phase's class and rendered arguments: what the triggerer rebuilds it from."""
+        kwargs: dict[str, Any] = {"task_id": self.task_id, "retries": self.retries}
+        for cls in type(self).__mro__:
+            if not (isinstance(cls, type) and issubclass(cls, SddcPhaseOperator)):
+                continue
+            for name, param in inspect.signature(cls.__init__).parameters.items():
+                if param.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(self, name):
+                    kwargs.setdefault(name, getattr(self, name))
+        return {"classpath": f"{type(self).__module__}.{type(self).__qualname__}", "kwargs": kwargs}
+
+    def in_triggerer(self) -> None:
+        """Run by a PhaseTrigger: never wait inline (a thread of the triggerer would sleep),
+        and poll a new task on its own schedule (no worker resumption to amortise)."""
+        self._in_triggerer = True
+        self.inline_wait_s = 0.0
+        self.resume_delay_s = 0.0
+
+    def resume_from_triggerer(self, context: Context, event: Any = None, **_: Any) -> Any:
+        """Where a phase carried on in the triggerer comes back to a worker: to raise the
+        failure it recorded there (Airflow's retries apply), or to take over from the wait
+        whose event it was given (the triggerer could not go on)."""
+        if not isinstance(event, dict):
+            # `airflow dags test` resumes a task the trigger ended with the state's name
+            self.log.info("%s of %s ended in the triggerer (%s)", self.phase, self.sddc_id, event)
+            return None
+        if event.get("status") == "raised":
+            reason, message = str(event.get("reason") or Reason.API_ERROR), str(event.get("message"))
+            self.log.error("%s failed in the triggerer: [%s] %s", self.phase, reason, message)
+            kind = event.get("kind")
+            if kind == "skip":
+                raise AirflowSkipException(message)
+            if kind == "fail":
+                raise PhaseFailedForGood(reason, message)
+            raise PhaseError(reason, message)
+        method = str(event.get("method"))
+        if event.get("status") != "handoff" or method not in phase_trigger.CONTINUABLE:
+            raise AirflowFailException(f"[API_ERROR] unexpected event from the triggerer: {event!r}")
+        self.log.info("taking over %s of %s from the triggerer", method, self.sddc_id)
+        resume = getattr(self, method)
+        return resume(context, event=event.get("event"))
+
     # -- the loop ----------------------------------------------------------------
     def open_run(self, context: Context) -> PhaseRun:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):
@@ -218,6 +291,14 @@ class SddcPhaseOperator(BaseOperator):
             raise AirflowFailException(
                 str(InvalidIdentifier(f"target version {self.target_version!r} is not valid"))
             )
+        ti = context.get("ti")
+        self._ti_fields = {
+            "run_id": str(context["run_id"]),
+            "try_number": int(getattr(ti, "try_number", 1) or 1),
+            "map_index": int(getattr(ti, "map_index", None) or -1),
+            "dag_id": getattr(ti, "dag_id", None),
+            "task_id": getattr(ti, "task_id", self.task_id),
+        }
         return PhaseRun.from_context(self, context)
 
     def advance(self, run: PhaseRun, *, acted: bool = False, derived: Sddc | None = None) -> Any:

@@ -185,6 +185,7 @@ def test_the_hosts_phase_reads_the_sddc_once_per_host(fleet: Any, ledger: Ledger
     assert polls["HOST_MAINTENANCE"] <= 2 * hosts * polls_bound(180 / 6000, minimum=0.05), polls
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_a_deferred_phase_polls_on_from_the_tasks_age_and_resumes_without_reads(
     fleet: Any, ledger: Ledger
 ) -> None:
@@ -217,6 +218,7 @@ def test_a_deferred_phase_polls_on_from_the_tasks_age_and_resumes_without_reads(
     assert ledger.get(R, W, "sddc-0003").phase.value == "upgrade_vcenter"  # type: ignore[union-attr]
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_a_host_disconnected_meanwhile_stops_the_phase_before_it_is_taken_out(
     fleet: Any, ledger: Ledger
 ) -> None:

@@ -26,7 +26,7 @@ from rce_lib.operators.snapshot import SnapshotOperator
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
 from tests.waiting import first_event
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.usefixtures("worker_resumes")]
 R, W, RUN, TARGET, SDDC = "r", "w", "manual__2026-11-26", "1.26.0", "sddc-0001"
 
 

@@ -52,6 +52,7 @@ def _starts(fleet: Any) -> int:
     return sum(int(r["count"]) for r in fleet.counters()["requests"] if (r["method"], r["route"]) == STARTS)
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_a_phase_waits_for_room_under_a_closed_limit_then_goes_on(fleet: Any, ledger: Ledger) -> None:
     pacer = Pacer(ledger)
     for holder in ("other-1", "other-2"):
@@ -81,6 +82,7 @@ def test_a_phase_waits_for_room_under_a_closed_limit_then_goes_on(fleet: Any, le
     assert [s.in_flight for s in pacer.states()] == [0], "the finished task kept its slot"
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_sustained_refusals_close_the_limit_and_the_phase_gives_its_slot_back(
     fleet: Any, ledger: Ledger
 ) -> None:

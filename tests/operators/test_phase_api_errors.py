@@ -118,6 +118,7 @@ def test_a_spent_budget_polling_a_started_task_fails_the_phase_with_its_reason()
     ]
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_a_throttled_read_in_next_step_defers_for_the_retry_after() -> None:
     run = LoopRun(  # type: ignore[arg-type]
         hook=ApiHook(sddc(TARGET), THROTTLED), ledger_progress=progress(snapshot_id="snap-1")
