@@ -292,3 +292,10 @@ def _fresh_log_context() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def worker_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phases resume on the worker after every wait (RCE_PHASES_IN_TRIGGERER=off): for the
+    tests that drive the worker's own resumption step by step (rce_lib.triggers.phase)."""
+    monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")

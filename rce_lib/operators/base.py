@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator, Context
@@ -40,6 +40,9 @@ from rce_lib.triggers import phase as phase_trigger
 from rce_lib.triggers.backoff import poll_delay
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
 from rce_lib.triggers.service_slot import ServiceSlotTrigger
+
+if TYPE_CHECKING:
+    from rce_lib.hooks.sddc_api import SddcApiHook
 
 RETRYABLE_CONFLICTS = {"ALREADY_AT_VERSION", "OPERATION_IN_PROGRESS"}
 
@@ -114,6 +117,7 @@ class SddcPhaseOperator(BaseOperator):
         (start): settled, and the SDDC read again before any of them is started anew."""
         self._in_triggerer = False
         self._ti_fields: dict[str, Any] = {}
+        self._hook: SddcApiHook | None = None
 
     # -- what subclasses decide ------------------------------------------------
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
@@ -299,7 +303,10 @@ class SddcPhaseOperator(BaseOperator):
             "dag_id": getattr(ti, "dag_id", None),
             "task_id": getattr(ti, "task_id", self.task_id),
         }
-        return PhaseRun.from_context(self, context)
+        run = PhaseRun.from_context(self, context, hook=self._hook)
+        if self._in_triggerer:  # one session (connection lookup, keep-alive) for every step here
+            self._hook = run.hook
+        return run
 
     def advance(self, run: PhaseRun, *, acted: bool = False, derived: Sddc | None = None) -> Any:
         """Step until the phase's goal holds. `acted`: this execution already saw one of its

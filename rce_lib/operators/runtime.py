@@ -71,7 +71,11 @@ class PhaseRun:
     _sddc: Sddc | None = field(default=None, repr=False)
 
     @classmethod
-    def from_context(cls, operator: SddcPhaseOperator, context: Context) -> PhaseRun:
+    def from_context(
+        cls, operator: SddcPhaseOperator, context: Context, *, hook: SddcApiHook | None = None
+    ) -> PhaseRun:
+        """`hook`: the one an earlier step of the same phase used (in the triggerer, where one
+        phase object takes many steps), kept with its session and connection."""
         from rce_lib.hooks.sddc_api import SddcApiHook
 
         run_id = str(context["run_id"])
@@ -82,13 +86,14 @@ class PhaseRun:
         ledger = get_ledger()
         policy = load_policy()
         pacer = Pacer(ledger, policy) if policy.enabled else None
-        hook = SddcApiHook(
-            sddc_api_conn_id=operator.sddc_api_conn_id,
-            trace_id=trace_id,
-            on_request=fan_out(
-                ledger_recorder(ledger.url).observe, pacing_observer(pacer) if pacer else None
-            ),
-        )
+        if hook is None or hook.trace_id != trace_id:
+            hook = SddcApiHook(
+                sddc_api_conn_id=operator.sddc_api_conn_id,
+                trace_id=trace_id,
+                on_request=fan_out(
+                    ledger_recorder(ledger.url).observe, pacing_observer(pacer) if pacer else None
+                ),
+            )
         return cls(
             operator=operator,
             hook=hook,

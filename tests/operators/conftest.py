@@ -17,10 +17,3 @@ from _fakes import FakeRun
 @pytest.fixture
 def run() -> FakeRun:
     return FakeRun()
-
-
-@pytest.fixture
-def worker_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Phases resume on the worker after every wait (RCE_PHASES_IN_TRIGGERER=off): for the
-    tests that drive the worker's own resumption step by step (rce_lib.triggers.phase)."""
-    monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.triggers.base import TaskSuccessEvent
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -21,6 +22,7 @@ from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.telemetry import tracing
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
+from rce_lib.triggers.phase import PhaseTrigger
 from tests.waiting import first_event
 
 R, W, RUN, TARGET = "r", "w", "manual__2026-11-25", "1.26.0"
@@ -114,6 +116,7 @@ def test_phase_span_is_a_child_of_the_sddc_span_and_parents_every_http_attempt(
     assert record["parent_span_id"] == _hex(post.context.span_id, 16)
 
 
+@pytest.mark.usefixtures("worker_resumes")
 def test_a_deferred_phase_hands_its_span_to_the_trigger_whose_polls_nest_under_its_wait(
     spans: InMemorySpanExporter, fleet: Any, ledger: Ledger, sddc_id: str
 ) -> None:
@@ -132,17 +135,50 @@ def test_a_deferred_phase_hands_its_span_to_the_trigger_whose_polls_nest_under_i
     spans.clear()
 
     event = asyncio.run(first_event(DownstreamTaskTrigger(**kwargs)))
-    waited = list(spans.get_finished_spans())
-    wait = _one(waited, "rce.wait downstream_task")
-    assert wait.parent is not None and wait.parent.span_id == first.context.span_id
-    assert (wait.attributes or {})["rce.outcome"] == "terminal"
-    polls = [s for s in waited if s.kind is SpanKind.CLIENT]
-    assert polls and all(p.parent is not None and p.parent.span_id == wait.context.span_id for p in polls)
-    assert all(p.context.trace_id == first.context.trace_id for p in polls)
+    _assert_wait_nests_under(list(spans.get_finished_spans()), first, only_polls=True)
     spans.clear()
 
     op.execute_complete(_context(), event.payload)
-    resumed = _one(list(spans.get_finished_spans()), "rce.phase precheck")
+    _assert_resumed_under_the_sddc(_one(list(spans.get_finished_spans()), "rce.phase precheck"), sddc_id)
+
+
+def test_a_phase_going_on_in_the_triggerer_keeps_its_trace(
+    spans: InMemorySpanExporter, fleet: Any, ledger: Ledger, sddc_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same trace when the phase goes on in the triggerer (rce_lib.triggers.phase): the
+    wait under the deferring execution's span, the continuation a phase span of the SDDC."""
+    monkeypatch.delenv("RCE_PHASES_IN_TRIGGERER", raising=False)
+    op = _precheck(sddc_id, inline_wait_s=0.0, resume_delay_s=0.0, poll_min_s=0.05, poll_max_s=0.2)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(_context())
+    first = _one(list(spans.get_finished_spans()), "rce.phase precheck")
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, PhaseTrigger)
+    assert trigger.wait_kwargs["parent_span_id"] == _hex(first.context.span_id, 16)
+    spans.clear()
+
+    event = asyncio.run(first_event(trigger))
+
+    assert isinstance(event, TaskSuccessEvent)
+    finished = list(spans.get_finished_spans())
+    _assert_wait_nests_under(finished, first, only_polls=False)
+    _assert_resumed_under_the_sddc(_one(finished, "rce.phase precheck"), sddc_id)
+
+
+def _assert_wait_nests_under(waited: list[ReadableSpan], first: ReadableSpan, *, only_polls: bool) -> None:
+    """The wait is a child of `first`, its polls children of the wait, all in one trace.
+    `only_polls`: the wait's polls are every request made (no step after it here)."""
+    wait = _one(waited, "rce.wait downstream_task")
+    assert wait.parent is not None and wait.parent.span_id == first.context.span_id
+    assert (wait.attributes or {})["rce.outcome"] == "terminal"
+    requests = [s for s in waited if s.kind is SpanKind.CLIENT]
+    polls = [p for p in requests if p.parent is not None and p.parent.span_id == wait.context.span_id]
+    assert polls and all(p.context.trace_id == first.context.trace_id for p in requests)
+    if only_polls:
+        assert polls == requests
+
+
+def _assert_resumed_under_the_sddc(resumed: ReadableSpan, sddc_id: str) -> None:
     assert (resumed.attributes or {})["rce.entry"] == "execute_complete"
     assert (
         resumed.parent is not None

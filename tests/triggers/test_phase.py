@@ -196,3 +196,15 @@ def test_bad_events_from_the_triggerer_fail_clearly() -> None:
 )
 def test_the_switch(raw: str, on: bool) -> None:
     assert phase_module.enabled({"RCE_PHASES_IN_TRIGGERER": raw}) is on
+
+
+def test_in_the_triggerer_a_phase_keeps_one_hook_for_all_its_steps(fleet: Any, ledger: Ledger) -> None:
+    """One session and one connection lookup for every step a phase takes in the triggerer;
+    on a worker every execution builds its own."""
+    here = HostsUpgradeOperator(**_kwargs("upgrade_hosts"))
+    here.in_triggerer()
+    assert here.open_run(CONTEXT).hook is here.open_run(CONTEXT).hook
+    other_run = {"run_id": "manual__other", "ti": Ti()}
+    assert here.open_run(other_run).hook is not here.open_run(CONTEXT).hook  # another trace
+    worker = HostsUpgradeOperator(**_kwargs("upgrade_hosts"))
+    assert worker.open_run(CONTEXT).hook is not worker.open_run(CONTEXT).hook
