@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
+from airflow.sdk.module_loading import import_string  # type: ignore[attr-defined]  # re-exported, no __all__
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 log = logging.getLogger(__name__)
@@ -216,12 +216,6 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_threads(), lambda: context.run(fn, *args))
-
-
-def import_string(path: str) -> Any:
-    """The object at a dotted path (a trigger or operator class)."""
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def _jsonable(value: Any) -> Any:
