@@ -26,7 +26,8 @@ What each kill kind kills (SIGKILL, no warning):
   of its container.
 * worker: one LocalExecutor worker busy with a task (the task's supervisor). Its task
   process is left to find out; the scheduler fails the task instance after
-  `task_instance_heartbeat_timeout` and Airflow retries it.
+  `task_instance_heartbeat_timeout` and Airflow retries it. A worker killed before it started
+  its task leaves the task queued (see the operator below).
 * task: one running task process (`airflow worker -- <ti id>`); its worker reports it.
 
 Kinds are dealt from a seeded deck (every 4 kills in a row hold each kind once). Kill i
@@ -37,8 +38,11 @@ machine's speed.
 
 The operator (every 3 s): clears failed task instances with their failed downstream
 (`only_failed`), and task instances waiting for a retry alone (`prevent_running_task`);
-never anything that succeeded or runs. It also restarts a component found dead that it did
-not kill (reported apart, not counted as a kill).
+never anything that succeeded or runs. Also alone, a task instance queued for more than
+`QUEUED_PATIENCE_S`: a worker killed after taking it from the LocalExecutor's queue and before
+starting it leaves it queued for good (the LocalExecutor cannot revoke a task, so Airflow's
+`task_queued_timeout` passes it by). It also restarts a component found dead that it did not
+kill (reported apart, not counted as a kill).
 
 Every process is started in a session of its own and everything left in those sessions
 is killed at the end, also on error or Ctrl-C (Airflow's task processes get process
@@ -108,6 +112,9 @@ AIRFLOW_ENV: dict[str, str] = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
 }
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30}
+#: a task instance queued this long lost its worker (a LocalExecutor worker picks a queued task
+#: up within seconds; the execution API's slowest answers seen here took ~30 s)
+QUEUED_PATIENCE_S = 90.0
 RESTARTED: dict[KillKind, str] = {"scheduler": "scheduler", "triggerer": "triggerer"}
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 T = TypeVar("T")
@@ -187,6 +194,12 @@ class SoakResult:
     kills: list[Kill] = field(default_factory=list)
     clears: int = 0
     cleared_task_instances: int = 0
+    stuck_queued: list[str] = field(default_factory=list)
+    """Task instances found queued longer than QUEUED_PATIENCE_S and cleared (a worker died
+    after taking them: the LocalExecutor cannot revoke, so Airflow's task_queued_timeout
+    never acts on them)."""
+    unfinished: list[str] = field(default_factory=list)
+    """Task instances not in an end state when the run did not end: what it waited on."""
     died_on_their_own: dict[str, int] = field(default_factory=dict)
     """Components found dead without a kill (and restarted): not a criterion, but reported."""
     cohort: list[str] = field(default_factory=list)
@@ -221,7 +234,11 @@ class SoakResult:
                 len(self.kills) >= wanted,
                 str(len(self.kills)),
             ),
-            ("the wave run succeeded", self.run_state == "success", self.run_state),
+            (
+                "the wave run succeeded",
+                self.run_state == "success",
+                self.run_state + (f"; waiting on: {_short(self.unfinished)}" if self.unfinished else ""),
+            ),
             (
                 "every upgradable SDDC at the target",
                 bool(self.cohort) and not self.not_at_target,
@@ -276,6 +293,7 @@ class SoakResult:
             ("wall time (start -> checks done)", f"{self.wall_s:.0f} s"),
             ("kills by kind", ", ".join(f"{k} {n}" for k, n in self.kills_by_kind.items())),
             ("clears (REST calls / task instances)", f"{self.clears} / {self.cleared_task_instances}"),
+            ("cleared after stuck in queued", _short(self.stuck_queued)),
             (
                 "components that died on their own",
                 ", ".join(f"{k} {n}" for k, n in self.died_on_their_own.items()) or "none",
@@ -646,6 +664,9 @@ class Soak:
         self._kill_loop(run_id, t_trigger, deadline)
         state = self._operate_until_done(run_id, deadline)
         self.result.run_state = state
+        if state not in ("success", "failed"):
+            with contextlib.suppress(RuntimeError, OSError):
+                self.result.unfinished = self._unfinished(run_id)
         run = _patient(lambda: rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}"))
         end = _iso(run.get("end_date"))  # its start_date moves when a clear restarts an ended run
         if end is not None and state == "success":
@@ -815,7 +836,7 @@ class Soak:
             )
             tis = list(page.get("task_instances", []))
             failed = [ti for ti in tis if ti.get("state") in ("failed", "upstream_failed")]
-            waiting = [ti for ti in tis if ti.get("state") == "up_for_retry"]
+            waiting = [ti for ti in tis if ti.get("state") == "up_for_retry"] + self._stuck_in_queued(run_id)
             if failed:
                 self._clear(run_id, failed, only_failed=True, downstream=True)
             if waiting:
@@ -826,6 +847,45 @@ class Soak:
         except (RuntimeError, OSError) as err:  # the api-server is busy or restarting: look again
             self.log(f"soak: (Airflow API: {str(err)[:160]})")
             return "unknown"
+
+    def _stuck_in_queued(self, run_id: str) -> list[dict[str, Any]]:
+        """Task instances queued longer than QUEUED_PATIENCE_S: their LocalExecutor worker died
+        after taking them and before starting them. Nothing else ever runs them (the executor
+        cannot revoke, so `task_queued_timeout` skips them); the runbook says to clear them."""
+        assert self.rest is not None
+        page = self.rest.request(
+            "GET",
+            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+            params={"state": ["queued"], "limit": 100},
+        )
+        now = time.time()
+        stuck = [
+            ti
+            for ti in page.get("task_instances", [])
+            if (queued := _iso(ti.get("queued_when"))) is not None and now - queued > QUEUED_PATIENCE_S
+        ]
+        self.result.stuck_queued += [_ti_label(ti) for ti in stuck]
+        return stuck
+
+    def _unfinished(self, run_id: str) -> list[str]:
+        """The run's task instances in no end state, with the trigger of the deferred ones."""
+        assert self.rest is not None
+        page = self.rest.request(
+            "GET",
+            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+            params={
+                "state": ["queued", "running", "deferred", "scheduled", "up_for_retry", "restarting"],
+                "limit": 100,
+            },
+        )
+        out = []
+        for ti in page.get("task_instances", []):
+            trigger = (ti.get("trigger") or {}).get("classpath", "")
+            out.append(
+                f"{_ti_label(ti)}={ti.get('state')}"
+                + (f" on {trigger.rsplit('.', 1)[-1]}" if trigger else "")
+            )
+        return out
 
     def _clear(self, run_id: str, tis: list[dict[str, Any]], *, only_failed: bool, downstream: bool) -> None:
         assert self.rest is not None
@@ -848,9 +908,7 @@ class Soak:
         )
         self.result.clears += 1
         self.result.cleared_task_instances += len((cleared or {}).get("task_instances", []))
-        labels = ", ".join(
-            f"{ti['task_id']}[{ti.get('rendered_map_index') or ti['map_index']}]={ti['state']}" for ti in tis
-        )
+        labels = ", ".join(f"{_ti_label(ti)}={ti['state']}" for ti in tis)
         self.log(f"soak: cleared {labels}")
 
     def _operate_until_done(self, run_id: str, deadline: float) -> str:
@@ -1022,6 +1080,10 @@ def reconcile_dry_run(
 
 def _release(state: Mapping[str, Any], version: str) -> dict[str, str]:
     return dict(next(r for r in state["releases"] if r["version"] == version)["components"])
+
+
+def _ti_label(ti: Mapping[str, Any]) -> str:
+    return f"{ti['task_id']}[{ti.get('rendered_map_index') or ti['map_index']}]"
 
 
 def _iso(ts: str | None) -> float | None:

@@ -21,9 +21,11 @@ from rce_lib.devenv.processes import start_group
 from rce_lib.devenv.soak import (
     DEFAULT_TIME_SCALE,
     KILL_KINDS,
+    QUEUED_PATIENCE_S,
     Deployment,
     Kill,
     Proc,
+    Soak,
     SoakError,
     SoakResult,
     SoakSettings,
@@ -253,3 +255,59 @@ def test_work_started_twice_is_named_per_sddc_step_and_host() -> None:
         "sddc-0001 ROLLBACK x1",
         "sddc-0001 SNAPSHOT x2",
     ]
+
+
+class _AirflowApi:
+    """Airflow's REST API as the soak's operator reads it (the network boundary)."""
+
+    def __init__(self, tis: list[dict[str, object]]) -> None:
+        self.tis = tis
+
+    def request(
+        self, method: str, path: str, params: dict[str, list[str]] | None = None, **_: object
+    ) -> object:
+        states = (params or {}).get("state") or []
+        return {"task_instances": [ti for ti in self.tis if ti["state"] in states]}
+
+
+def _ti(task: str, index: int, state: str, queued_s_ago: float | None) -> dict[str, object]:
+    queued = None
+    if queued_s_ago is not None:
+        queued = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - queued_s_ago)) + "Z"
+    return {"task_id": task, "map_index": index, "state": state, "queued_when": queued}
+
+
+def test_the_operator_takes_for_lost_only_what_sat_queued_past_its_patience(tmp_path: Path) -> None:
+    """A LocalExecutor worker killed after taking a task leaves it queued for good: the soak's
+    operator clears it, as the runbook says, but not a task that was queued just now."""
+    soak = Soak(SoakSettings(home=tmp_path, sddcs=4, kills=1))
+    api = _AirflowApi(
+        [
+            _ti("bulk.postcheck", 2, "queued", QUEUED_PATIENCE_S + 30),
+            _ti("bulk.upgrade_hosts", 3, "queued", 5),
+            _ti("bulk.upgrade_nsx", 1, "running", QUEUED_PATIENCE_S + 60),
+            _ti("bulk.precheck", 0, "queued", None),
+        ]
+    )
+    soak.rest = api  # type: ignore[assignment]
+    stuck = soak._stuck_in_queued("run-1")
+    assert [(ti["task_id"], ti["map_index"]) for ti in stuck] == [("bulk.postcheck", 2)]
+    assert soak.result.stuck_queued == ["bulk.postcheck[2]"]
+    assert "bulk.postcheck[2]" in soak.result.table()
+
+
+def test_a_run_that_did_not_end_says_what_it_waited_on(tmp_path: Path) -> None:
+    soak = Soak(SoakSettings(home=tmp_path, sddcs=4, kills=1))
+    deferred = _ti("bulk.upgrade_hosts", 1, "deferred", None)
+    deferred["trigger"] = {"classpath": "rce_lib.triggers.phase.PhaseTrigger"}
+    soak.rest = _AirflowApi(
+        [deferred, _ti("bulk.postcheck", 0, "queued", 200), _ti("bulk.admit", 0, "success", None)]
+    )  # type: ignore[assignment]
+    soak.result.unfinished = soak._unfinished("run-1")
+    assert soak.result.unfinished == [
+        "bulk.upgrade_hosts[1]=deferred on PhaseTrigger",
+        "bulk.postcheck[0]=queued",
+    ]
+    soak.result.run_state = "running"
+    failed = dict((name, detail) for name, ok, detail in soak.result.criteria() if not ok)
+    assert "bulk.upgrade_hosts[1]=deferred on PhaseTrigger" in failed["the wave run succeeded"]
