@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from rce_lib.airflow_support import lookup_cache
 from rce_lib.errors import RceError, Reason
 from rce_lib.ledger import Ledger
 
@@ -71,6 +72,10 @@ def _resolve() -> tuple[str, str]:
     explicit = os.environ.get(LEDGER_URL_ENV)
     if explicit:
         return _checked(explicit, LEDGER_URL_ENV, remote), LEDGER_URL_ENV
+    return lookup_cache.get(("ledger_url", tuple(remote)), lambda: _from_connection(remote))
+
+
+def _from_connection(remote: list[str]) -> tuple[str, str]:
     source = f"Airflow connection '{LEDGER_CONN_ID}'"
     try:
         from airflow.sdk import BaseHook

@@ -32,6 +32,7 @@ MODULES: tuple[str, ...] = (
     "rce_lib.triggers.downstream_task",
     "rce_lib.triggers.ledger_slot",
     "rce_lib.triggers.maintenance_window",
+    "rce_lib.triggers.phase",
     "rce_lib.triggers.service_slot",
     "rce_lib.sensors.canary_gate",
 )

@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow.providers.http.hooks.http import HttpHook
 from requests.auth import AuthBase
 
+from rce_lib.airflow_support import lookup_cache
 from rce_lib.api.models import (
     Health,
     Release,
@@ -118,6 +119,10 @@ class _Deadline:
         return requests.exceptions.ReadTimeout(f"answer not complete within {self.seconds:g} s")
 
 
+def cache_key(conn_id: str) -> tuple[str, str]:
+    return ("connection", conn_id)
+
+
 class _SessionHook(HttpHook):
     """HttpHook used for its connection and session only: bearer auth, extras never become headers."""
 
@@ -125,6 +130,12 @@ class _SessionHook(HttpHook):
         super().__init__(method="GET", http_conn_id=http_conn_id)
         self.settings = ClientSettings()
         self.token = ""
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Any:
+        """The connection; in the triggerer kept a minute for every phase going on there
+        (rce_lib.airflow_support.lookup_cache)."""
+        return lookup_cache.get(cache_key(conn_id), lambda: super(_SessionHook, cls).get_connection(conn_id))
 
     def _extract_auth(self, connection: Any) -> AuthBase:
         if not connection.password:
@@ -259,6 +270,8 @@ class SddcApiHook(BaseHook):
         if failure is not None:
             raise failure
         log.debug("%s -> HTTP %s", where, raw.status)
+        if raw.status == 401:  # a rotated token: the next hook reads the connection again
+            lookup_cache.forget(cache_key(self.sddc_api_conn_id))
         raise_for_status(req, raw, self._secrets())
         return raw
 

@@ -22,6 +22,7 @@ import aiohttp
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
 
+from rce_lib.airflow_support import lookup_cache
 from rce_lib.api.models import Health, Sddc, Task, TaskList, TaskStatus, TaskType
 from rce_lib.api.tracing import is_trace_id, new_trace_id
 from rce_lib.errors import ApiError, ContractViolation, ParamsError, Reason
@@ -97,19 +98,27 @@ class SddcApiAsyncHook(BaseHook):
         self._config: _Config | None = None
 
     async def _get_config(self) -> _Config:
-        """Read the connection once, off the event loop where that would block."""
+        """Read the connection once (in the triggerer: once a minute for all its triggers,
+        rce_lib.airflow_support.lookup_cache), off the event loop where that would block."""
         if self._config is None:
-            conn: Any = await get_async_connection(self.sddc_api_conn_id, hook=self)
-            if not conn.password:
-                message = f"connection {self.sddc_api_conn_id!r} has no password (the bearer token)"
-                raise ApiError(message, reason=Reason.AUTH_FAILED)
-            settings = ClientSettings.from_extra(await get_async_extra_dejson(conn) if conn.extra else {})
-            context: ssl.SSLContext | bool = settings.verify
-            if settings.verify and settings.ca_bundle:
-                context = await asyncio.to_thread(ssl.create_default_context, cafile=settings.ca_bundle)
-            url = base_url(conn.host, conn.schema, conn.port)
-            self._config = _Config(url, str(conn.password), settings, context)
+            self._config = await lookup_cache.aget(self._cache_key, self._read_config)
         return self._config
+
+    @property
+    def _cache_key(self) -> tuple[str, str]:
+        return ("sddc_api_async", self.sddc_api_conn_id)
+
+    async def _read_config(self) -> _Config:
+        conn: Any = await get_async_connection(self.sddc_api_conn_id, hook=self)
+        if not conn.password:
+            message = f"connection {self.sddc_api_conn_id!r} has no password (the bearer token)"
+            raise ApiError(message, reason=Reason.AUTH_FAILED)
+        settings = ClientSettings.from_extra(await get_async_extra_dejson(conn) if conn.extra else {})
+        context: ssl.SSLContext | bool = settings.verify
+        if settings.verify and settings.ca_bundle:
+            context = await asyncio.to_thread(ssl.create_default_context, cafile=settings.ca_bundle)
+        url = base_url(conn.host, conn.schema, conn.port)
+        return _Config(url, str(conn.password), settings, context)
 
     def _observe(self, req: ApiRequest, status: int | None, seconds: float) -> None:
         if self.on_request is None:
@@ -176,6 +185,8 @@ class SddcApiAsyncHook(BaseHook):
         if failure is not None:
             raise failure
         log.debug("%s -> HTTP %s", where, status)
+        if status == 401:  # a rotated token: the next hook reads the connection again
+            lookup_cache.forget(self._cache_key)
         raise_for_status(req, raw, [cfg.token])
         return raw
 
