@@ -93,6 +93,18 @@ _decided = False
 _decide_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """Fresh locks in a forked child (the triggerer's runner is forked from its supervisor):
+    a parent thread may have held one at the fork. What the parent kept stays valid."""
+    global _decide_lock
+    _decide_lock = threading.Lock()
+    if _process_cache is not None:
+        _process_cache._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def for_this_process() -> LookupCache | None:
     """The cache of this process: in the triggerer (unless turned off), else None."""
     global _process_cache, _decided

@@ -27,6 +27,16 @@ _lock = threading.Lock()
 _engines: dict[tuple[int, str], tuple[Engine, Engine]] = {}
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (a task process, a trigger runner) starts with a free lock: a thread of
+    the parent may have held it at the fork, and that thread does not exist in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_engine(url: str) -> Engine:
     """The engine for reads (SQLite: deferred BEGIN, so readers do not queue behind writers)."""
     return _cached(url)[0]

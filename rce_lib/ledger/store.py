@@ -62,6 +62,14 @@ _schema_ready: set[tuple[int, str]] = set()
 _schema_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _schema_lock
+    _schema_lock = threading.Lock()  # see rce_lib.ledger.engine._after_fork_in_child
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ProgressChanges(TypedDict, total=False):
     """Fields a caller may set on a progress record (everything else is the ledger's)."""
 

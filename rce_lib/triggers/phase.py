@@ -53,6 +53,15 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: it makes its own pool when it needs one."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def enabled(environ: dict[str, str] | None = None) -> bool:
     """Whether phases carry on in the triggerer (`RCE_PHASES_IN_TRIGGERER`, default on)."""
     raw = (environ if environ is not None else os.environ).get(ENV_VAR, "").strip().lower()

@@ -58,3 +58,48 @@ def test_write_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None
         assert locked
     finally:
         dispose_engine(url)
+
+
+def test_a_forked_child_opens_the_ledger_while_a_parent_thread_holds_its_locks(tmp_path: Path) -> None:
+    """Task processes and trigger runners are forked from processes with threads; a lock a
+    parent thread held at the fork must not hang the child (os.register_at_fork)."""
+    import multiprocessing
+    import threading
+
+    from rce_lib.airflow_support import lookup_cache
+    from rce_lib.ledger import engine, store
+
+    url = f"sqlite:///{tmp_path}/fork.db"
+    Ledger(url).ensure_schema()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine._lock, store._schema_lock, lookup_cache._decide_lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(5)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_open_in_child, args=(url,))
+        child.start()
+        child.join(20)
+        stuck = child.is_alive()
+        if stuck:
+            child.kill()
+        assert not stuck, "the child hung on a lock its parent's thread held at the fork"
+        assert child.exitcode == 0
+    finally:
+        release.set()
+        holder.join(5)
+
+
+def _open_in_child(url: str) -> None:
+    from rce_lib.airflow_support import lookup_cache
+
+    ledger = Ledger(url)
+    ledger.ensure_schema()
+    lookup_cache.for_this_process()
+    with ledger.transaction(write=True):
+        pass

@@ -3,6 +3,7 @@ several processes at once; given back, expired, released with their run."""
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 from typing import Any
 
@@ -110,8 +111,11 @@ def test_accepted_starts_reopen_a_full_limit_step_by_step(ledger: Ledger) -> Non
 
 
 def _grab(url: str, holder: str, barrier: Any, out: Any) -> None:
-    barrier.wait()
+    # A child stuck for 25 s prints where (pytest shows it) and exits, instead of hanging.
+    faulthandler.dump_traceback_later(25, exit=True)
+    barrier.wait(20)
     out.put(Pacer(Ledger(url), POLICY).acquire("nsx", holder, "run-1").granted)
+    faulthandler.cancel_dump_traceback_later()
 
 
 def test_concurrent_processes_never_exceed_the_limit(ledger_url: str) -> None:

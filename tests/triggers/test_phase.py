@@ -208,3 +208,28 @@ def test_in_the_triggerer_a_phase_keeps_one_hook_for_all_its_steps(fleet: Any, l
     assert here.open_run(other_run).hook is not here.open_run(CONTEXT).hook  # another trace
     worker = HostsUpgradeOperator(**_kwargs("upgrade_hosts"))
     assert worker.open_run(CONTEXT).hook is not worker.open_run(CONTEXT).hook
+
+
+def test_a_forked_child_gets_its_own_phase_threads() -> None:
+    """The parent's pool has threads the child does not: a step submitted there would wait forever."""
+    import multiprocessing
+
+    from rce_lib.triggers import phase
+
+    assert phase._threads().submit(lambda: 1).result(5) == 1
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_step_in_child, args=(out,))
+    child.start()
+    child.join(20)
+    stuck = child.is_alive()
+    if stuck:
+        child.kill()
+    assert not stuck, "the child's step never ran"
+    assert out.get(timeout=5) == 42
+
+
+def _step_in_child(out: Any) -> None:
+    from rce_lib.triggers import phase
+
+    out.put(phase._threads().submit(lambda: 42).result(10))
