@@ -299,3 +299,22 @@ def worker_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Phases resume on the worker after every wait (RCE_PHASES_IN_TRIGGERER=off): for the
     tests that drive the worker's own resumption step by step (rce_lib.triggers.phase)."""
     monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")
+
+
+@pytest.fixture
+def in_forked_child() -> Callable[..., int]:
+    """Run `target(*args)` in a forked child, as Airflow forks task processes and trigger
+    runners; fails the test if the child is still running after 20 s. Returns its exit code."""
+    import multiprocessing
+
+    def run(target: Callable[..., Any], *args: Any) -> int:
+        child = multiprocessing.get_context("fork").Process(target=target, args=args)
+        child.start()
+        child.join(20)
+        stuck = child.is_alive()
+        if stuck:
+            child.kill()
+        assert not stuck, f"the forked child running {target.__name__} hung"
+        return int(child.exitcode or 0)
+
+    return run

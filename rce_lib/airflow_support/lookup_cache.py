@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
+from rce_lib.airflow_support.preload import command
+
 TTL_ENV = "RCE_TRIGGERER_LOOKUP_CACHE_S"
 DEFAULT_TTL_S = 60.0
 
@@ -75,8 +77,7 @@ class LookupCache:
 
 def is_triggerer(argv: Sequence[str]) -> bool:
     """Is `argv` the `airflow triggerer` command line (its trigger runner is forked with it)?"""
-    words = [a for a in argv[1:] if not a.startswith("-")]
-    return words[:1] == ["triggerer"]
+    return command(argv)[:1] == ("triggerer",)
 
 
 def ttl_s(environ: dict[str, str] | None = None) -> float:

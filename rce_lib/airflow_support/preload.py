@@ -48,10 +48,15 @@ FORKING_COMMANDS: tuple[tuple[str, ...], ...] = (
 )
 
 
+def command(argv: Sequence[str]) -> tuple[str, ...]:
+    """The words of an `airflow ...` command line, options left out."""
+    return tuple(a for a in argv[1:] if not a.startswith("-"))
+
+
 def forks_tasks(argv: Sequence[str]) -> bool:
     """Is `argv` (an `airflow ...` command line) one of FORKING_COMMANDS?"""
-    words = [a for a in argv[1:] if not a.startswith("-")]
-    return any(tuple(words[: len(cmd)]) == cmd for cmd in FORKING_COMMANDS)
+    words = command(argv)
+    return any(words[: len(cmd)] == cmd for cmd in FORKING_COMMANDS)
 
 
 def preload_for(argv: Sequence[str]) -> list[str]:

@@ -829,14 +829,9 @@ class Soak:
             self.result.died_on_their_own[component] = self.result.died_on_their_own.get(component, 0) + 1
             self.deployment.restart(component)
         try:
-            page = self.rest.request(
-                "GET",
-                f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-                params={"state": ["failed", "upstream_failed", "up_for_retry"], "limit": 100},
-            )
-            tis = list(page.get("task_instances", []))
+            tis = self._task_instances(run_id, ["failed", "upstream_failed", "up_for_retry", "queued"])
             failed = [ti for ti in tis if ti.get("state") in ("failed", "upstream_failed")]
-            waiting = [ti for ti in tis if ti.get("state") == "up_for_retry"] + self._stuck_in_queued(run_id)
+            waiting = [ti for ti in tis if ti.get("state") == "up_for_retry"] + self._stuck_in_queued(tis)
             if failed:
                 self._clear(run_id, failed, only_failed=True, downstream=True)
             if waiting:
@@ -848,38 +843,36 @@ class Soak:
             self.log(f"soak: (Airflow API: {str(err)[:160]})")
             return "unknown"
 
-    def _stuck_in_queued(self, run_id: str) -> list[dict[str, Any]]:
-        """Task instances queued longer than QUEUED_PATIENCE_S: their LocalExecutor worker died
-        after taking them and before starting them. Nothing else ever runs them (the executor
-        cannot revoke, so `task_queued_timeout` skips them); the runbook says to clear them."""
+    def _task_instances(self, run_id: str, states: list[str]) -> list[dict[str, Any]]:
+        """The run's task instances in `states` (one page of 100: the soak's waves are smaller)."""
         assert self.rest is not None
         page = self.rest.request(
             "GET",
             f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-            params={"state": ["queued"], "limit": 100},
+            params={"state": states, "limit": 100},
         )
+        return list(page.get("task_instances", []))
+
+    def _stuck_in_queued(self, tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of `tis`, those queued longer than QUEUED_PATIENCE_S: their LocalExecutor worker died
+        after taking them and before starting them. Nothing else ever runs them (the executor
+        cannot revoke, so `task_queued_timeout` skips them); the runbook says to clear them."""
         now = time.time()
         stuck = [
             ti
-            for ti in page.get("task_instances", [])
-            if (queued := _iso(ti.get("queued_when"))) is not None and now - queued > QUEUED_PATIENCE_S
+            for ti in tis
+            if ti.get("state") == "queued"
+            and (queued := _iso(ti.get("queued_when"))) is not None
+            and now - queued > QUEUED_PATIENCE_S
         ]
         self.result.stuck_queued += [_ti_label(ti) for ti in stuck]
         return stuck
 
     def _unfinished(self, run_id: str) -> list[str]:
         """The run's task instances in no end state, with the trigger of the deferred ones."""
-        assert self.rest is not None
-        page = self.rest.request(
-            "GET",
-            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-            params={
-                "state": ["queued", "running", "deferred", "scheduled", "up_for_retry", "restarting"],
-                "limit": 100,
-            },
-        )
         out = []
-        for ti in page.get("task_instances", []):
+        states = ["queued", "running", "deferred", "scheduled", "up_for_retry", "restarting"]
+        for ti in self._task_instances(run_id, states):
             trigger = (ti.get("trigger") or {}).get("classpath", "")
             out.append(
                 f"{_ti_label(ti)}={ti.get('state')}"

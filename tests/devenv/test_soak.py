@@ -290,7 +290,7 @@ def test_the_operator_takes_for_lost_only_what_sat_queued_past_its_patience(tmp_
         ]
     )
     soak.rest = api  # type: ignore[assignment]
-    stuck = soak._stuck_in_queued("run-1")
+    stuck = soak._stuck_in_queued(soak._task_instances("run-1", ["queued", "running"]))
     assert [(ti["task_id"], ti["map_index"]) for ti in stuck] == [("bulk.postcheck", 2)]
     assert soak.result.stuck_queued == ["bulk.postcheck[2]"]
     assert "bulk.postcheck[2]" in soak.result.table()

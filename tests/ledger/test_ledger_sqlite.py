@@ -4,6 +4,7 @@ several writer processes safe are in force on every connection."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import text
@@ -60,10 +61,11 @@ def test_write_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None
         dispose_engine(url)
 
 
-def test_a_forked_child_opens_the_ledger_while_a_parent_thread_holds_its_locks(tmp_path: Path) -> None:
+def test_a_forked_child_opens_the_ledger_while_a_parent_thread_holds_its_locks(
+    tmp_path: Path, in_forked_child: Callable[..., int]
+) -> None:
     """Task processes and trigger runners are forked from processes with threads; a lock a
     parent thread held at the fork must not hang the child (os.register_at_fork)."""
-    import multiprocessing
     import threading
 
     from rce_lib.airflow_support import lookup_cache
@@ -82,14 +84,7 @@ def test_a_forked_child_opens_the_ledger_while_a_parent_thread_holds_its_locks(t
     holder.start()
     assert held.wait(5)
     try:
-        child = multiprocessing.get_context("fork").Process(target=_open_in_child, args=(url,))
-        child.start()
-        child.join(20)
-        stuck = child.is_alive()
-        if stuck:
-            child.kill()
-        assert not stuck, "the child hung on a lock its parent's thread held at the fork"
-        assert child.exitcode == 0
+        assert in_forked_child(_open_in_child, url) == 0
     finally:
         release.set()
         holder.join(5)

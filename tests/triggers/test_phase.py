@@ -5,6 +5,7 @@ worker. Against the real simulator, driven the way the triggerer drives a trigge
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -210,22 +211,15 @@ def test_in_the_triggerer_a_phase_keeps_one_hook_for_all_its_steps(fleet: Any, l
     assert worker.open_run(CONTEXT).hook is not worker.open_run(CONTEXT).hook
 
 
-def test_a_forked_child_gets_its_own_phase_threads() -> None:
+def test_a_forked_child_gets_its_own_phase_threads(in_forked_child: Callable[..., int]) -> None:
     """The parent's pool has threads the child does not: a step submitted there would wait forever."""
     import multiprocessing
 
     from rce_lib.triggers import phase
 
     assert phase._threads().submit(lambda: 1).result(5) == 1
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    child = ctx.Process(target=_step_in_child, args=(out,))
-    child.start()
-    child.join(20)
-    stuck = child.is_alive()
-    if stuck:
-        child.kill()
-    assert not stuck, "the child's step never ran"
+    out = multiprocessing.get_context("fork").Queue()
+    assert in_forked_child(_step_in_child, out) == 0
     assert out.get(timeout=5) == 42
 
 
