@@ -28,6 +28,8 @@ from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.plan.cohort import MAX_COHORT_IDS
 from rce_lib.plan.model import RolloutPlan, Wave
 from rce_lib.sensors.canary_gate import CanaryGateSensor
+from rce_lib.triggers import admission as admit_trigger
+from rce_lib.triggers import phase as phase_trigger
 
 START_DATE = datetime(2026, 1, 1)
 
@@ -134,10 +136,13 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             doc_md=docs["resolve_cohort"],
         )
 
+        # the admit trigger finds its group's SDDC ids by these task ids
         canary_slice = CohortSliceOperator(
-            task_id="canary_slice", slice_name="canary", doc_md=docs["canary_slice"]
+            task_id=admit_trigger.slice_task_id("canary"), slice_name="canary", doc_md=docs["canary_slice"]
         )
-        bulk_slice = CohortSliceOperator(task_id="bulk_slice", slice_name="bulk", doc_md=docs["bulk_slice"])
+        bulk_slice = CohortSliceOperator(
+            task_id=admit_trigger.slice_task_id("bulk"), slice_name="bulk", doc_md=docs["bulk_slice"]
+        )
         cohort >> [canary_slice, bulk_slice]
         canary_ids, bulk_ids = canary_slice.output, bulk_slice.output
 
@@ -147,19 +152,27 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
+            plan_args: dict[str, Any] = {
+                "rollout": rollout,
+                "wave": name,
+                "max_fail_percentage": wave.max_fail_percentage,
+                "respect_maintenance_windows": windowed["respect_maintenance_windows"],
+                "expected_phase_seconds": windowed["expected_phase_seconds"],
+            }
             admit = AdmitOperator(
                 task_id="admit",
                 sddc_id=sddc_id,
-                rollout=rollout,
-                wave=name,
                 max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
-                max_fail_percentage=wave.max_fail_percentage,
                 cohort_size=cohort_size,
                 map_index_template="{{ task.sddc_id }}",
                 doc_md=docs["admit"],
-                respect_maintenance_windows=windowed["respect_maintenance_windows"],
-                expected_phase_seconds=windowed["expected_phase_seconds"],
+                **plan_args,
             )
+            if phase_trigger.enabled():  # no worker: the scheduler starts it in the triggerer
+                admit.start_trigger_args = admit_trigger.start_args(
+                    {**plan_args, "max_parallel": wave.max_parallel}
+                )
+                admit.start_from_trigger = True
             phases = [
                 PrecheckOperator(
                     task_id="precheck",

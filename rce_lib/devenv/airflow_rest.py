@@ -51,6 +51,18 @@ class AirflowRest:
             raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp.json() if resp.content else None
 
+    def ui_get(self, path: str, **params: Any) -> int:
+        """GET one of the UI's own endpoints (`/ui/...`), reading the whole body as the browser
+        would; its HTTP status."""
+        if self._token is None:
+            self.login()
+        resp = self.session.get(f"{self.base_url}/ui{path}", params=params, timeout=60)
+        if resp.status_code == 401:
+            self.login()
+            resp = self.session.get(f"{self.base_url}/ui{path}", params=params, timeout=60)
+        _ = resp.content
+        return resp.status_code
+
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,14 +85,15 @@ class AirflowRest:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def task_instances(self, dag_id: str, run_id: str, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every task instance of the run (the API caps a page at `[api] maximum_page_limit`)."""
         items: list[dict[str, Any]] = []
         offset = 0
         while True:
             page = self.request(
                 "GET",
                 f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                params={"limit": 100, "offset": offset},
+                params={"limit": page_size, "offset": offset},
             )
             batch = page.get("task_instances", [])
             items.extend(batch)

@@ -53,7 +53,11 @@ from rce_lib.devenv.bench_model import (
     validation_message,
 )
 from rce_lib.devenv.bench_parse import PYCACHE
+from rce_lib.devenv.bench_phases import phase_breakdown
+from rce_lib.devenv.bench_phases import render_rows as phase_rows
 from rce_lib.devenv.bench_pressure import PressureProbe, summarize_pressure
+from rce_lib.devenv.bench_ui import UiProbe
+from rce_lib.devenv.bench_ui import render as render_ui
 from rce_lib.devenv.demo import progress_line, start_simulator
 from rce_lib.devenv.processes import Group
 
@@ -62,6 +66,7 @@ BENCH_TOKEN = "bench-token"
 WAVE = "bench"
 #: How long a started simulator may take to answer before the bench gives up on it.
 SIM_REACH_S = 10.0
+TI_PAGE = 1000
 #: Airflow's processes write and reuse bytecode in one cache shared by every bench run (var/ is
 #: not in git), whatever PYTHONDONTWRITEBYTECODE the shell has: see bench/README.md.
 BYTECODE_ENV = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(PYCACHE)}
@@ -477,6 +482,8 @@ def run_bench(args: argparse.Namespace) -> int:
             extra_env={
                 "RCE_ROLLOUT_PLAN": str(plan_path),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+                # the bench reads every task instance of the run: 8 per SDDC, in pages this big
+                "AIRFLOW__API__MAXIMUM_PAGE_LIMIT": str(TI_PAGE),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
                 # Bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set and a venv
                 # installed without it, every task process would compile Airflow and rce_lib from source.
@@ -502,14 +509,15 @@ def run_bench(args: argparse.Namespace) -> int:
             t_trigger = time.time()
             run_id = rest.trigger(dag_id, {"target_version": TARGET_VERSION})
             print(f"triggered {dag_id} run {run_id}", flush=True)
+            ui = UiProbe(dag_id, run_id)
             with _pressure(bs, sim_client, home, t_trigger) as probe:
-                state = _wait(rest, dag_id, run_id, timeout=bs.timeout_s, watch=[sim, standalone])
+                state = _wait(rest, dag_id, run_id, timeout=bs.timeout_s, watch=[sim, standalone], ui=ui)
             t_seen = time.time()
         cpu1, procs = session_cpu_seconds(standalone.pid)
         roles1 = session_cpu_by_role(standalone.pid)
         sim_cpu1, _ = session_cpu_seconds(sim.pid)
         counters = sim_client.get("/sim/counters")
-        tis = _patient(lambda: rest.task_instances(dag_id, run_id))
+        tis = _patient(lambda: rest.task_instances(dag_id, run_id, page_size=TI_PAGE))
         run = _patient(lambda: rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
         fleet = sim_client.get("/sim/state")
         cohort = sorted(
@@ -541,6 +549,7 @@ def run_bench(args: argparse.Namespace) -> int:
             peak_pss_bytes=memory.peak_pss,
         )
         result["home"] = str(home)
+        result["ui"] = ui.summary()
         if probe is not None:
             result["pressure"] = summarize_pressure(
                 probe, mutating_calls=int(counters.get("mutating_calls", 0))
@@ -710,10 +719,19 @@ def _check_pools(rest: AirflowRest, slots: Mapping[str, int]) -> None:
             )
 
 
-def _wait(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float, watch: Sequence[Group] = ()) -> str:
-    """Poll the run (every 5 s; progress every 30 s). Light on purpose: the bench's own reads
-    load the same SQLite-backed api-server the run needs. A process of `watch` that exits
-    (the simulator, airflow standalone) ends the wait at once: the run could only hang."""
+def _wait(
+    rest: AirflowRest,
+    dag_id: str,
+    run_id: str,
+    *,
+    timeout: float,
+    watch: Sequence[Group] = (),
+    ui: UiProbe | None = None,
+) -> str:
+    """Poll the run (every 5 s; progress, and a load of the UI's grid view, every 30 s). Light
+    on purpose: the bench's own reads load the same SQLite-backed api-server the run needs. A
+    process of `watch` that exits (the simulator, airflow standalone) ends the wait at once:
+    the run could only hang."""
     from rce_lib.cli import CommandError
 
     deadline = time.monotonic() + timeout
@@ -736,8 +754,10 @@ def _wait(rest: AirflowRest, dag_id: str, run_id: str, *, timeout: float, watch:
             # label by map index: rendered_map_index is empty until a task of the group ran
             tis = [
                 {**ti, "rendered_map_index": None}
-                for ti in _patient(lambda: rest.task_instances(dag_id, run_id))
+                for ti in _patient(lambda: rest.task_instances(dag_id, run_id, page_size=TI_PAGE))
             ]
+            if ui is not None:
+                ui.sample(rest)
             line = progress_line(tis)
             if line != last_line or now - last_print >= 120:
                 print(f"[{time.strftime('%H:%M:%S')}] {state:<8} {line}", flush=True)
@@ -959,6 +979,7 @@ def summarize(
         "concurrency": {
             s: {"peak": peaks[s], "pool_slots": pool_slots[s], "capacity": capacity[s]} for s in SERVICES
         },
+        "phases": phase_breakdown(tis, t_trigger),
         "duplicate_starts": int(counters.get("duplicate_starts", {}).get("count", 0)),
         "retry_after_violations": int(counters.get("retry_after_violations", {}).get("count", 0)),
         "cpu": {
@@ -1108,6 +1129,10 @@ def render_table(r: Mapping[str, Any]) -> str:
     for svc in SERVICES:
         c = r["concurrency"][svc]
         t.add(svc, f"{c['peak']} / {c['pool_slots']} / {c['capacity']}")
+    if r.get("phases"):
+        t.section("where an SDDC's time goes (s, median/p90): after upstream | scheduled->start | run")
+        for key, value in phase_rows(r["phases"]):
+            t.add(key, value)
     t.section("correctness")
     t.add("duplicate starts", str(r["duplicate_starts"]))
     t.add("Retry-After violations", str(r["retry_after_violations"]))
@@ -1125,6 +1150,8 @@ def render_table(r: Mapping[str, Any]) -> str:
         f"PSS {_mib(cpu.get('peak_pss_bytes'))}, RSS {_mib(cpu.get('peak_rss_bytes'))}"
         " (RSS: shared pages once per process)",
     )
+    if "ui" in r:
+        t.add("Airflow UI grid view of the run, loaded every 30 s", render_ui(r["ui"]))
     _pressure_rows(t, r)
     _baseline_rows(t, r)
     return t.render()

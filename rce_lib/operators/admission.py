@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 from rce_lib.airflow_support.rendered import as_int
@@ -91,6 +91,29 @@ class AdmitOperator(BaseOperator):
             entry="execute" if event is None else "slot_free",
         ):
             return self.admit(context)
+
+    def in_triggerer(self) -> None:
+        """Run by an AdmitTrigger: a slot wait's first look need not amortise a worker's start."""
+        self.resume_delay_s = 0.0
+
+    def resume_from_triggerer(self, context: Context, event: Any = None, **_: Any) -> str | None:
+        """Where an admission started in the triggerer (rce_lib.triggers.admission) comes to a
+        worker: to raise the failure or skip it met there (Airflow's retries apply), or to
+        admit from the start (the triggerer could not)."""
+        if not isinstance(event, dict):
+            # `airflow dags test` resumes a task the trigger ended with the state's name
+            return None
+        if event.get("status") == "raised":
+            reason, message = event.get("reason"), str(event.get("message"))
+            message = f"[{reason}] {message}" if reason else message
+            if event.get("kind") == "skip":
+                raise AirflowSkipException(message)
+            if event.get("kind") == "fail":
+                raise AirflowFailException(message)
+            raise AirflowException(message)
+        if event.get("status") != "handoff" or event.get("method") != "execute":
+            raise AirflowFailException(f"[API_ERROR] unexpected event from the triggerer: {event!r}")
+        return self.execute(context, event=event.get("event"))
 
     def admit(self, context: Context) -> str:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):

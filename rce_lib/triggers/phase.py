@@ -106,22 +106,25 @@ class PhaseTrigger(BaseTrigger):
 
     `phase`: {"classpath": the operator class, "kwargs": its rendered arguments}.
     `context`: run_id, try_number, map_index, dag_id, task_id of the deferring execution.
-    `wait`: [classpath, kwargs] of the trigger the phase deferred on; `method`: the method
-    its event resumes.
+    `wait`: [classpath, kwargs] of the trigger the phase deferred on (None: call `method` at
+    once, without an event); `method`: the method its event resumes.
     """
+
+    #: the operator's methods this trigger may call
+    continuable: frozenset[str] = CONTINUABLE
 
     def __init__(
         self,
         *,
         phase: dict[str, Any],
         context: dict[str, Any],
-        wait: list[Any] | tuple[str, dict[str, Any]],
+        wait: list[Any] | tuple[str, dict[str, Any]] | None,
         method: str,
     ) -> None:
         super().__init__()
         self.phase = dict(phase)
         self.context = dict(context)
-        self.wait_classpath, self.wait_kwargs = str(wait[0]), dict(wait[1])
+        self.wait: tuple[str, dict[str, Any]] | None = None if wait is None else (str(wait[0]), dict(wait[1]))
         self.method = method
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -130,21 +133,25 @@ class PhaseTrigger(BaseTrigger):
             {
                 "phase": self.phase,
                 "context": self.context,
-                "wait": [self.wait_classpath, self.wait_kwargs],
+                "wait": None if self.wait is None else list(self.wait),
                 "method": self.method,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        trigger: BaseTrigger = import_string(self.wait_classpath)(**self.wait_kwargs)
+        trigger: BaseTrigger | None = None
+        if self.wait is not None:
+            trigger = import_string(self.wait[0])(**self.wait[1])
         method = self.method
         operator: Any = None
         for _ in range(MAX_HOPS):
-            event = await _first_event(trigger)
-            if event is None:  # the wait ended without an event: the worker decides
-                yield handoff(method, None)
-                return
-            payload = event.payload
+            payload: Any = None
+            if trigger is not None:
+                event = await _first_event(trigger)
+                if event is None:  # the wait ended without an event: the worker decides
+                    yield handoff(method, None)
+                    return
+                payload = event.payload
             try:
                 if operator is None:
                     operator = await _in_thread(self._operator)
@@ -174,14 +181,14 @@ class PhaseTrigger(BaseTrigger):
 
     def _step(self, operator: Any, method: str, payload: Any) -> _Deferred | _Ended:
         """One call of the phase's `method`: the next wait, or how the task ends."""
-        if method not in CONTINUABLE:
+        if method not in self.continuable:
             raise ValueError(f"{method} is not a phase method to resume here")
         ti = TiView(**self.context)
         context = {"run_id": ti.run_id, "ti": ti, "task_instance": ti}
         try:
             value = getattr(operator, method)(context, event=payload)
         except TaskDeferred as deferred:
-            if deferred.method_name not in CONTINUABLE or deferred.kwargs or deferred.timeout:
+            if deferred.method_name not in self.continuable or deferred.kwargs or deferred.timeout:
                 raise RuntimeError(f"a wait resuming {deferred.method_name} is left to the worker") from None
             return _Deferred(deferred.trigger, deferred.method_name)
         except AirflowSkipException as err:

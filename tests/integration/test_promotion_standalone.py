@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from rce_lib.devenv.airflow_rest import AirflowRest
+from rce_lib.devenv.bench_phases import PHASES, phase_breakdown
+from rce_lib.devenv.bench_ui import UiProbe
 from rce_lib.ledger import Ledger
 from tests.waiting import wait_until
 
@@ -92,6 +94,21 @@ def test_good_release_promotes_and_kill_switch_halts_then_resumes(
     ledger = Ledger(f"sqlite:///{airflow.home / 'rce_ledger.db'}")
     decisions = ledger.events(rollout=ROLLOUT, wave="first", kinds=["gate_decision"])
     assert decisions and decisions[-1].data["decision"] == "pass", [e.message for e in decisions]
+
+    # admission ran in the triggerer: the admit tasks succeeded without ever being queued for a worker
+    tis = rest.task_instances("rce_wave_first", first_run)
+    admits = [ti for ti in tis if ti["task_id"].endswith(".admit")]
+    assert len(admits) == len(FIRST), admits
+    assert all(ti["state"] == "success" and ti["queued_when"] is None for ti in admits), admits
+
+    # what `rce bench` reads of a run, on this real one: the per-phase breakdown and the grid view
+    breakdown = phase_breakdown(tis, t_trigger=0.0)
+    assert list(breakdown) == list(PHASES), breakdown
+    starts = [breakdown[p]["first_start_s"] for p in PHASES]
+    assert starts == sorted(starts)
+    assert all(breakdown[p]["start_to_end"]["n"] == len(FIRST) for p in PHASES)
+    probe = UiProbe("rce_wave_first", first_run)
+    assert probe.sample(rest) is not None, probe.errors
 
     # -- 2. the second wave starts on the asset, nobody triggers it
     second = wait_until(

@@ -154,7 +154,7 @@ def test_a_phase_going_on_in_the_triggerer_keeps_its_trace(
     first = _one(list(spans.get_finished_spans()), "rce.phase precheck")
     trigger = deferred.value.trigger
     assert isinstance(trigger, PhaseTrigger)
-    assert trigger.wait_kwargs["parent_span_id"] == _hex(first.context.span_id, 16)
+    assert trigger.wait[1]["parent_span_id"] == _hex(first.context.span_id, 16)
     spans.clear()
 
     event = asyncio.run(first_event(trigger))

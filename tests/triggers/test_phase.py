@@ -80,7 +80,10 @@ def test_the_hosts_phase_runs_every_host_in_the_triggerer_and_ends_the_task_ther
     trigger = deferred.trigger
     assert isinstance(trigger, PhaseTrigger) and deferred.method_name == "resume_from_triggerer"
     assert trigger.method == "execute_complete"
-    assert trigger.wait_classpath == "rce_lib.triggers.downstream_task.DownstreamTaskTrigger"
+    assert (
+        trigger.wait is not None
+        and trigger.wait[0] == "rce_lib.triggers.downstream_task.DownstreamTaskTrigger"
+    )
     assert trigger.context == {
         "run_id": RUN,
         "try_number": 1,

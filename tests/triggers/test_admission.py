@@ -1,0 +1,181 @@
+"""AdmitTrigger: the admit task starts in the triggerer (start_from_trigger) and admits there,
+with the arguments a worker would have rendered; what it cannot do goes to a worker.
+
+The triggerer gives a trigger started this way its task instance (a RuntimeTaskInstance:
+XComs and the template context through the triggerer's supervisor); `_StartedTi` stands in for
+it with the same three calls. Under a real triggerer it runs in
+tests/integration/test_promotion_standalone.py (the admit tasks are never queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.triggers.base import TaskSuccessEvent
+
+from rce_lib.dag_factory import build_wave_dag
+from rce_lib.ledger import Ledger
+from rce_lib.ledger.models import Status
+from rce_lib.operators.admission import AdmitOperator
+from rce_lib.plan.loader import default_plan_path, load_plan
+from rce_lib.plan.model import RolloutPlan
+from rce_lib.triggers.admission import AdmitTrigger, slice_task_id
+from tests.waiting import first_event
+
+R, W, RUN = "r", "w", "manual__2026-11-26"
+IDS = ["sddc-0001", "sddc-0002", "sddc-0003"]
+
+
+class _StartedTi:
+    """What the triggerer sets as `trigger.task_instance` for a task started from it."""
+
+    def __init__(
+        self, map_index: int, *, params: dict[str, Any] | None = None, slices: dict[str, Any] | None = None
+    ) -> None:
+        self.dag_id, self.task_id, self.run_id = "rce_wave_w", "bulk.admit", RUN
+        self.map_index, self.try_number = map_index, 1
+        self.params = {"max_parallel": None, **(params or {})}
+        self.xcoms: dict[str, Any] = {
+            "bulk_slice": IDS,
+            "resolve_cohort": [*IDS, "sddc-0009"],
+            **(slices or {}),
+        }
+        self.pulls: list[tuple[str, int]] = []
+
+    async def axcom_pull(self, *, task_ids: str, map_indexes: int) -> Any:
+        self.pulls.append((task_ids, map_indexes))
+        return self.xcoms.get(task_ids)
+
+    def get_template_context(self) -> dict[str, Any]:
+        return {"params": self.params}
+
+
+def _trigger(ti: _StartedTi, **admit: Any) -> AdmitTrigger:
+    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2, "poll_s": 0.05, **admit})
+    trigger.task_instance = ti  # type: ignore[assignment]
+    return trigger
+
+
+def _run(trigger: AdmitTrigger, timeout: float = 20.0) -> Any:
+    return asyncio.run(first_event(trigger, timeout))
+
+
+def test_admits_the_map_indexs_sddc_and_ends_the_task_here(ledger: Ledger) -> None:
+    ti = _StartedTi(1)
+    event = _run(_trigger(ti))
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms == {"return_value": "admitted (max_parallel 2)"}
+    assert ti.pulls == [("bulk_slice", -1), ("resolve_cohort", -1)]
+    progress = ledger.get(R, W, "sddc-0002")
+    assert progress is not None and progress.run_id == RUN
+    assert ledger.in_flight(R, W, RUN) == 1
+
+
+def test_the_runs_max_parallel_param_lowers_the_plans_and_the_wait_is_here(ledger: Ledger) -> None:
+    """max_parallel 1 from the trigger form: the second SDDC waits for a slot in this
+    trigger and is admitted once the first SDDC's slot is released."""
+    assert isinstance(_run(_trigger(_StartedTi(0, params={"max_parallel": 1}))), TaskSuccessEvent)
+
+    async def second_admitted_after_release() -> Any:
+        waiting = asyncio.ensure_future(first_event(_trigger(_StartedTi(1, params={"max_parallel": 1})), 20))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # waiting for the slot, not admitted
+        ledger.upsert_progress(R, W, "sddc-0001", RUN, status=Status.SUCCEEDED, finished_at=datetime.now(UTC))
+        return await waiting
+
+    event = asyncio.run(second_admitted_after_release())
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms == {"return_value": "admitted (max_parallel 1)"}
+
+
+def test_the_kill_switch_fails_on_a_worker_with_its_reason(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_RCE_KILL_SWITCH_W", "INC-7 stop")
+    event = _run(_trigger(_StartedTi(0)))
+    assert event.payload["status"] == "raised" and event.payload["kind"] == "fail"
+    op = AdmitOperator(task_id="bulk.admit", sddc_id="sddc-0001", rollout=R, wave=W, max_parallel=2)
+    with pytest.raises(AirflowFailException, match="KILL_SWITCH"):
+        op.resume_from_triggerer({"run_id": RUN}, event=event.payload)  # type: ignore[arg-type]
+    assert ledger.in_flight(R, W, RUN) == 0
+
+
+def test_a_spent_error_budget_is_a_skip_on_the_worker() -> None:
+    op = AdmitOperator(task_id="bulk.admit", sddc_id="sddc-0001", rollout=R, wave=W, max_parallel=2)
+    raised = {
+        "status": "raised",
+        "kind": "skip",
+        "reason": "ERROR_BUDGET_EXHAUSTED",
+        "message": "3 of 4 failed",
+    }
+    with pytest.raises(AirflowSkipException, match=r"\[ERROR_BUDGET_EXHAUSTED\] 3 of 4 failed"):
+        op.resume_from_triggerer({"run_id": RUN}, event=raised)  # type: ignore[arg-type]
+
+
+def test_a_slice_without_the_map_index_goes_to_a_worker_which_admits_as_before(ledger: Ledger) -> None:
+    event = _run(_trigger(_StartedTi(7)))
+    assert event.payload == {"status": "handoff", "method": "execute", "event": None}
+    assert ledger.in_flight(R, W, RUN) == 0
+    op = AdmitOperator(task_id="bulk.admit", sddc_id="sddc-0001", rollout=R, wave=W, max_parallel=2)
+    assert op.resume_from_triggerer({"run_id": RUN}, event=event.payload).startswith("admitted")  # type: ignore[arg-type]
+    assert ledger.in_flight(R, W, RUN) == 1
+
+
+def test_no_task_instance_goes_to_a_worker() -> None:
+    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2})
+    event = _run(trigger)
+    assert event.payload["status"] == "handoff"
+
+
+def test_an_unexpected_event_fails_loudly() -> None:
+    op = AdmitOperator(task_id="bulk.admit", sddc_id="sddc-0001", rollout=R, wave=W, max_parallel=2)
+    with pytest.raises(AirflowFailException, match="unexpected event"):
+        op.resume_from_triggerer({"run_id": RUN}, event={"status": "handoff", "method": "delete_everything"})  # type: ignore[arg-type]
+
+
+def test_serializes_to_the_plan_arguments_only() -> None:
+    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2})
+    assert trigger.serialize() == (
+        "rce_lib.triggers.admission.AdmitTrigger",
+        {"admit": {"rollout": R, "wave": W, "max_parallel": 2}},
+    )
+
+
+def _plan() -> RolloutPlan:
+    return load_plan(default_plan_path())  # the shipped plan
+
+
+def test_the_wave_dags_admit_tasks_start_in_the_triggerer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RCE_PHASES_IN_TRIGGERER", raising=False)
+    plan = _plan()
+    wave = plan.effective_waves()[0]
+    dag = build_wave_dag(plan, wave)
+    for group in ("canary", "bulk"):
+        admit = dag.get_task(f"{group}.admit")
+        assert admit.start_from_trigger is True
+        args = admit.start_trigger_args
+        assert args is not None and args.trigger_cls == "rce_lib.triggers.admission.AdmitTrigger"
+        assert args.next_method == "resume_from_triggerer"
+        assert args.trigger_kwargs == {
+            "admit": {
+                "rollout": plan.rollout,
+                "wave": wave.name,
+                "max_parallel": wave.max_parallel,
+                "max_fail_percentage": wave.max_fail_percentage,
+                "respect_maintenance_windows": wave.respect_maintenance_windows,
+                "expected_phase_seconds": dict(wave.expected_phase_seconds),
+            }
+        }
+        assert dag.has_task(slice_task_id(group))  # where the trigger reads the group's SDDC ids
+    assert not dag.get_task("bulk.precheck").start_from_trigger  # the phases start on a worker (pools)
+
+
+def test_with_phases_in_triggerer_off_admit_starts_on_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")
+    plan = _plan()
+    admit = build_wave_dag(plan, plan.effective_waves()[0]).get_task("bulk.admit")
+    assert admit.start_from_trigger is False
