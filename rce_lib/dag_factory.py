@@ -28,8 +28,8 @@ from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.plan.cohort import MAX_COHORT_IDS
 from rce_lib.plan.model import RolloutPlan, Wave
 from rce_lib.sensors.canary_gate import CanaryGateSensor
-from rce_lib.triggers import admission as admit_trigger
 from rce_lib.triggers import phase as phase_trigger
+from rce_lib.triggers import start as start_trigger
 
 START_DATE = datetime(2026, 1, 1)
 
@@ -97,6 +97,25 @@ def _windowed_doc(docs: dict[str, str], task_id: str, wave: Wave) -> str:
     return docs[task_id] + (WINDOW_DOC if wave.respect_maintenance_windows else "")
 
 
+def _start_in_triggerer(
+    task: Any,
+    static: dict[str, Any],
+    *,
+    from_params: dict[str, str] | None = None,
+    xcom_lengths: dict[str, str] | None = None,
+) -> None:
+    """Start `task` in the triggerer, no worker (rce_lib/triggers/start.py), unless
+    RCE_PHASES_IN_TRIGGERER is off where DAGs are parsed. Only for tasks that start no
+    downstream work: the scheduler checks no pool for them."""
+    if not phase_trigger.enabled():
+        return
+    classpath = f"{type(task).__module__}.{type(task).__qualname__}"
+    task.start_trigger_args = start_trigger.start_args(
+        classpath, static, from_params=from_params, xcom_lengths=xcom_lengths
+    )
+    task.start_from_trigger = True
+
+
 def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = None) -> DAG:
     """The DAG `rce_wave_<name>` for one wave."""
     schedule: Any = None
@@ -136,12 +155,12 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
             doc_md=docs["resolve_cohort"],
         )
 
-        # the admit trigger finds its group's SDDC ids by these task ids
+        # a task started in the triggerer finds its group's SDDC ids by these task ids
         canary_slice = CohortSliceOperator(
-            task_id=admit_trigger.slice_task_id("canary"), slice_name="canary", doc_md=docs["canary_slice"]
+            task_id=start_trigger.slice_task_id("canary"), slice_name="canary", doc_md=docs["canary_slice"]
         )
         bulk_slice = CohortSliceOperator(
-            task_id=admit_trigger.slice_task_id("bulk"), slice_name="bulk", doc_md=docs["bulk_slice"]
+            task_id=start_trigger.slice_task_id("bulk"), slice_name="bulk", doc_md=docs["bulk_slice"]
         )
         cohort >> [canary_slice, bulk_slice]
         canary_ids, bulk_ids = canary_slice.output, bulk_slice.output
@@ -168,11 +187,12 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 doc_md=docs["admit"],
                 **plan_args,
             )
-            if phase_trigger.enabled():  # no worker: the scheduler starts it in the triggerer
-                admit.start_trigger_args = admit_trigger.start_args(
-                    {**plan_args, "max_parallel": wave.max_parallel}
-                )
-                admit.start_from_trigger = True
+            _start_in_triggerer(
+                admit,
+                {**plan_args, "max_parallel": wave.max_parallel},
+                from_params={"max_parallel": "max_parallel"},
+                xcom_lengths={"cohort_size": "resolve_cohort"},
+            )
             phases = [
                 PrecheckOperator(
                     task_id="precheck",
@@ -208,6 +228,19 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                     **common,
                 ),
             ]
+            postcheck = phases[-1]
+            _start_in_triggerer(
+                postcheck,
+                {
+                    "rollout": rollout,
+                    "wave": name,
+                    "target_version": wave.release,
+                    "max_error_rate": wave.gate.max_error_rate,
+                    "max_p95_latency_ms": wave.gate.max_p95_latency_ms,
+                    "retries": postcheck.retries,
+                },
+                from_params={"target_version": "target_version"},
+            )
             rollback = RollbackOperator(
                 task_id="rollback",
                 trigger_rule=TriggerRule.ONE_FAILED,

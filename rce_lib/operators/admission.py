@@ -22,6 +22,7 @@ from rce_lib.plan.windows import WaitUntil, describe, expected_duration, may_sta
 from rce_lib.telemetry import log_context, scope
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
 from rce_lib.triggers.maintenance_window import MaintenanceWindowTrigger
+from rce_lib.triggers.start import START_METHOD
 
 
 class AdmitOperator(BaseOperator):
@@ -82,6 +83,11 @@ class AdmitOperator(BaseOperator):
         self.resume_delay_s = resume_delay_s
 
     def execute(self, context: Context, event: Any = None) -> str:
+        return self.run_from_start(context, event)
+
+    def run_from_start(self, context: Context, event: Any = None) -> str:
+        """Admission: `execute` on a worker, or in the triggerer (rce_lib.triggers.start); a slot
+        or window wait resumes here."""
         with scope.sddc_scope(
             rollout=self.rollout,
             wave=self.wave,
@@ -93,11 +99,11 @@ class AdmitOperator(BaseOperator):
             return self.admit(context)
 
     def in_triggerer(self) -> None:
-        """Run by an AdmitTrigger: a slot wait's first look need not amortise a worker's start."""
+        """Run by a StartTrigger: a slot wait's first look need not amortise a worker's start."""
         self.resume_delay_s = 0.0
 
     def resume_from_triggerer(self, context: Context, event: Any = None, **_: Any) -> str | None:
-        """Where an admission started in the triggerer (rce_lib.triggers.admission) comes to a
+        """Where an admission started in the triggerer (rce_lib.triggers.start) comes to a
         worker: to raise the failure or skip it met there (Airflow's retries apply), or to
         admit from the start (the triggerer could not)."""
         if not isinstance(event, dict):
@@ -111,9 +117,9 @@ class AdmitOperator(BaseOperator):
             if event.get("kind") == "fail":
                 raise AirflowFailException(message)
             raise AirflowException(message)
-        if event.get("status") != "handoff" or event.get("method") != "execute":
+        if event.get("status") != "handoff" or event.get("method") != START_METHOD:
             raise AirflowFailException(f"[API_ERROR] unexpected event from the triggerer: {event!r}")
-        return self.execute(context, event=event.get("event"))
+        return self.run_from_start(context, event=event.get("event"))
 
     def admit(self, context: Context) -> str:
         if not isinstance(self.sddc_id, str) or not SDDC_ID_RE.fullmatch(self.sddc_id):
@@ -141,7 +147,7 @@ class AdmitOperator(BaseOperator):
                 first_poll_s=self.resume_delay_s,
                 log_fields=log_context.current(),
             ),
-            method_name="execute",
+            method_name=START_METHOD,
         )
 
     def wait_for_window(self, ledger: Ledger, run_id: str) -> None:
@@ -207,7 +213,7 @@ class AdmitOperator(BaseOperator):
                 metrics_ledger_url=ledger.url,
                 log_fields=log_context.current(),
             ),
-            method_name="execute",
+            method_name=START_METHOD,
             timeout=decision.opens_at - now + DEFER_GRACE,
         )
 

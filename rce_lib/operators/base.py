@@ -40,6 +40,7 @@ from rce_lib.triggers import phase as phase_trigger
 from rce_lib.triggers.backoff import poll_delay
 from rce_lib.triggers.downstream_task import DownstreamTaskTrigger
 from rce_lib.triggers.service_slot import ServiceSlotTrigger
+from rce_lib.triggers.start import StartTrigger
 
 if TYPE_CHECKING:
     from rce_lib.hooks.sddc_api import SddcApiHook
@@ -144,6 +145,11 @@ class SddcPhaseOperator(BaseOperator):
 
     # -- Airflow entry points --------------------------------------------------
     def execute(self, context: Context) -> Any:
+        return self.run_from_start(context)
+
+    def run_from_start(self, context: Context, event: Any = None) -> Any:
+        """The phase's first execution: `execute` on a worker, or in the triggerer for a task
+        started there (rce_lib.triggers.start)."""
         with self.telemetry(context, "execute"):
             return self.begin(self.open_run(context))
 
@@ -266,7 +272,8 @@ class SddcPhaseOperator(BaseOperator):
     def resume_from_triggerer(self, context: Context, event: Any = None, **_: Any) -> Any:
         """Where a phase carried on in the triggerer comes back to a worker: to raise the
         failure it recorded there (Airflow's retries apply), or to take over from the wait
-        whose event it was given (the triggerer could not go on)."""
+        whose event it was given (the triggerer could not go on), or to run the phase from its
+        start (a phase started in the triggerer, rce_lib.triggers.start, that could not)."""
         if not isinstance(event, dict):
             # `airflow dags test` resumes a task the trigger ended with the state's name
             self.log.info("%s of %s ended in the triggerer (%s)", self.phase, self.sddc_id, event)
@@ -281,7 +288,7 @@ class SddcPhaseOperator(BaseOperator):
                 raise PhaseFailedForGood(reason, message)
             raise PhaseError(reason, message)
         method = str(event.get("method"))
-        if event.get("status") != "handoff" or method not in phase_trigger.CONTINUABLE:
+        if event.get("status") != "handoff" or method not in StartTrigger.continuable:
             raise AirflowFailException(f"[API_ERROR] unexpected event from the triggerer: {event!r}")
         self.log.info("taking over %s of %s from the triggerer", method, self.sddc_id)
         resume = getattr(self, method)

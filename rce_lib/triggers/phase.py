@@ -186,7 +186,8 @@ class PhaseTrigger(BaseTrigger):
         ti = TiView(**self.context)
         context = {"run_id": ti.run_id, "ti": ti, "task_instance": ti}
         try:
-            value = getattr(operator, method)(context, event=payload)
+            call = getattr(operator, method)
+            value = call(context) if payload is None else call(context, event=payload)
         except TaskDeferred as deferred:
             if deferred.method_name not in self.continuable or deferred.kwargs or deferred.timeout:
                 raise RuntimeError(f"a wait resuming {deferred.method_name} is left to the worker") from None

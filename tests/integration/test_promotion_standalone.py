@@ -95,11 +95,14 @@ def test_good_release_promotes_and_kill_switch_halts_then_resumes(
     decisions = ledger.events(rollout=ROLLOUT, wave="first", kinds=["gate_decision"])
     assert decisions and decisions[-1].data["decision"] == "pass", [e.message for e in decisions]
 
-    # admission ran in the triggerer: the admit tasks succeeded without ever being queued for a worker
+    # admission and postcheck ran in the triggerer: they succeeded without ever being queued for a worker
     tis = rest.task_instances("rce_wave_first", first_run)
-    admits = [ti for ti in tis if ti["task_id"].endswith(".admit")]
-    assert len(admits) == len(FIRST), admits
-    assert all(ti["state"] == "success" and ti["queued_when"] is None for ti in admits), admits
+    for task in ("admit", "postcheck"):
+        started_there = [ti for ti in tis if ti["task_id"].endswith(f".{task}")]
+        assert len(started_there) == len(FIRST), started_there
+        assert all(ti["state"] == "success" and ti["queued_when"] is None for ti in started_there), (
+            started_there
+        )
 
     # what `rce bench` reads of a run, on this real one: the per-phase breakdown and the grid view
     breakdown = phase_breakdown(tis, t_trigger=0.0)

@@ -34,7 +34,7 @@ def test_admits_up_to_max_parallel_then_defers_on_the_ledger(ledger: Ledger) -> 
     trigger = deferred.value.trigger
     assert isinstance(trigger, LedgerSlotTrigger)
     assert (trigger.limit, trigger.run_id, trigger.ledger_url) == (2, "run-1", ledger.url)
-    assert deferred.value.method_name == "execute"
+    assert deferred.value.method_name == "run_from_start"
     assert ledger.in_flight("r", "w", "run-1") == 2
 
 

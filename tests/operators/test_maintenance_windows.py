@@ -223,7 +223,7 @@ def test_admission_waits_for_the_window_before_taking_a_slot(fleet: Any, ledger:
     opens, _ = next_window(MaintenanceWindow.model_validate(window), datetime.now(UTC))
     trigger = deferred.value.trigger
     assert isinstance(trigger, MaintenanceWindowTrigger) and trigger.moment == opens
-    assert deferred.value.method_name == "execute"
+    assert deferred.value.method_name == "run_from_start"
     assert ledger.in_flight(R, W, RUN) == 0
     assert fleet.counters()["mutating_calls"] == 0
     [event] = ledger.events(rollout=R, wave=W, sddc_id=SDDC, kinds=["waiting_for_window"])

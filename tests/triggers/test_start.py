@@ -1,5 +1,5 @@
-"""AdmitTrigger: the admit task starts in the triggerer (start_from_trigger) and admits there,
-with the arguments a worker would have rendered; what it cannot do goes to a worker.
+"""StartTrigger: admit and postcheck start in the triggerer (start_from_trigger) and run there,
+with the arguments a worker would have rendered; what they cannot do goes to a worker.
 
 The triggerer gives a trigger started this way its task instance (a RuntimeTaskInstance:
 XComs and the template context through the triggerer's supervisor); `_StartedTi` stands in for
@@ -18,12 +18,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.triggers.base import TaskSuccessEvent
 
 from rce_lib.dag_factory import build_wave_dag
+from rce_lib.devenv.airflow_local import sddc_api_conn
 from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Status
 from rce_lib.operators.admission import AdmitOperator
+from rce_lib.operators.cohort import _enroll
 from rce_lib.plan.loader import default_plan_path, load_plan
 from rce_lib.plan.model import RolloutPlan
-from rce_lib.triggers.admission import AdmitTrigger, slice_task_id
+from rce_lib.triggers.start import StartTrigger, slice_task_id
 from tests.waiting import first_event
 
 R, W, RUN = "r", "w", "manual__2026-11-26"
@@ -54,13 +56,26 @@ class _StartedTi:
         return {"params": self.params}
 
 
-def _trigger(ti: _StartedTi, **admit: Any) -> AdmitTrigger:
-    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2, "poll_s": 0.05, **admit})
+ADMIT = "rce_lib.operators.admission.AdmitOperator"
+POSTCHECK = "rce_lib.operators.postcheck.PostcheckOperator"
+
+
+def _admit_trigger(**static: Any) -> StartTrigger:
+    return StartTrigger(
+        operator=ADMIT,
+        static={"rollout": R, "wave": W, "max_parallel": 2, "poll_s": 0.05, **static},
+        from_params={"max_parallel": "max_parallel"},
+        xcom_lengths={"cohort_size": "resolve_cohort"},
+    )
+
+
+def _trigger(ti: _StartedTi, **static: Any) -> StartTrigger:
+    trigger = _admit_trigger(**static)
     trigger.task_instance = ti  # type: ignore[assignment]
     return trigger
 
 
-def _run(trigger: AdmitTrigger, timeout: float = 20.0) -> Any:
+def _run(trigger: StartTrigger, timeout: float = 20.0) -> Any:
     return asyncio.run(first_event(trigger, timeout))
 
 
@@ -118,7 +133,7 @@ def test_a_spent_error_budget_is_a_skip_on_the_worker() -> None:
 
 def test_a_slice_without_the_map_index_goes_to_a_worker_which_admits_as_before(ledger: Ledger) -> None:
     event = _run(_trigger(_StartedTi(7)))
-    assert event.payload == {"status": "handoff", "method": "execute", "event": None}
+    assert event.payload == {"status": "handoff", "method": "run_from_start", "event": None}
     assert ledger.in_flight(R, W, RUN) == 0
     op = AdmitOperator(task_id="bulk.admit", sddc_id="sddc-0001", rollout=R, wave=W, max_parallel=2)
     assert op.resume_from_triggerer({"run_id": RUN}, event=event.payload).startswith("admitted")  # type: ignore[arg-type]
@@ -126,8 +141,7 @@ def test_a_slice_without_the_map_index_goes_to_a_worker_which_admits_as_before(l
 
 
 def test_no_task_instance_goes_to_a_worker() -> None:
-    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2})
-    event = _run(trigger)
+    event = _run(_admit_trigger())
     assert event.payload["status"] == "handoff"
 
 
@@ -138,10 +152,17 @@ def test_an_unexpected_event_fails_loudly() -> None:
 
 
 def test_serializes_to_the_plan_arguments_only() -> None:
-    trigger = AdmitTrigger(admit={"rollout": R, "wave": W, "max_parallel": 2})
+    trigger = StartTrigger(
+        operator=ADMIT, static={"rollout": R}, from_params={"max_parallel": "max_parallel"}
+    )
     assert trigger.serialize() == (
-        "rce_lib.triggers.admission.AdmitTrigger",
-        {"admit": {"rollout": R, "wave": W, "max_parallel": 2}},
+        "rce_lib.triggers.start.StartTrigger",
+        {
+            "operator": ADMIT,
+            "static": {"rollout": R},
+            "from_params": {"max_parallel": "max_parallel"},
+            "xcom_lengths": {},
+        },
     )
 
 
@@ -149,7 +170,9 @@ def _plan() -> RolloutPlan:
     return load_plan(default_plan_path())  # the shipped plan
 
 
-def test_the_wave_dags_admit_tasks_start_in_the_triggerer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_wave_dags_admit_and_postcheck_tasks_start_in_the_triggerer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("RCE_PHASES_IN_TRIGGERER", raising=False)
     plan = _plan()
     wave = plan.effective_waves()[0]
@@ -158,24 +181,77 @@ def test_the_wave_dags_admit_tasks_start_in_the_triggerer(monkeypatch: pytest.Mo
         admit = dag.get_task(f"{group}.admit")
         assert admit.start_from_trigger is True
         args = admit.start_trigger_args
-        assert args is not None and args.trigger_cls == "rce_lib.triggers.admission.AdmitTrigger"
+        assert args is not None and args.trigger_cls == "rce_lib.triggers.start.StartTrigger"
         assert args.next_method == "resume_from_triggerer"
         assert args.trigger_kwargs == {
-            "admit": {
+            "operator": ADMIT,
+            "static": {
                 "rollout": plan.rollout,
                 "wave": wave.name,
                 "max_parallel": wave.max_parallel,
                 "max_fail_percentage": wave.max_fail_percentage,
                 "respect_maintenance_windows": wave.respect_maintenance_windows,
                 "expected_phase_seconds": dict(wave.expected_phase_seconds),
-            }
+            },
+            "from_params": {"max_parallel": "max_parallel"},
+            "xcom_lengths": {"cohort_size": "resolve_cohort"},
         }
         assert dag.has_task(slice_task_id(group))  # where the trigger reads the group's SDDC ids
-    assert not dag.get_task("bulk.precheck").start_from_trigger  # the phases start on a worker (pools)
+        postcheck = dag.get_task(f"{group}.postcheck")
+        assert postcheck.start_from_trigger is True
+        pargs = postcheck.start_trigger_args
+        assert pargs is not None and pargs.trigger_kwargs["operator"] == POSTCHECK
+        assert pargs.trigger_kwargs["from_params"] == {"target_version": "target_version"}
+        assert pargs.trigger_kwargs["static"]["retries"] == postcheck.retries
+        assert pargs.trigger_kwargs["static"]["max_error_rate"] == wave.gate.max_error_rate
+    for phase in ("precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "rollback"):
+        assert not dag.get_task(f"bulk.{phase}").start_from_trigger  # they start downstream work: pools
 
 
 def test_with_phases_in_triggerer_off_admit_starts_on_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")
     plan = _plan()
-    admit = build_wave_dag(plan, plan.effective_waves()[0]).get_task("bulk.admit")
-    assert admit.start_from_trigger is False
+    dag = build_wave_dag(plan, plan.effective_waves()[0])
+    assert dag.get_task("bulk.admit").start_from_trigger is False
+    assert dag.get_task("bulk.postcheck").start_from_trigger is False
+
+
+@pytest.fixture
+def fleet(sim_factory: Any, monkeypatch: pytest.MonkeyPatch, ledger: Ledger) -> Any:
+    server = sim_factory(size=2, time_scale=6000, token="start-secret-token")
+    monkeypatch.setenv("AIRFLOW_CONN_SDDC_API", sddc_api_conn(server.url, server.token))
+    return server
+
+
+def _postcheck_trigger(ti: _StartedTi, **static: Any) -> StartTrigger:
+    trigger = StartTrigger(
+        operator=POSTCHECK,
+        static={"rollout": R, "wave": W, "target_version": "9.9.9", "retries": 2, **static},
+        from_params={"target_version": "target_version"},
+    )
+    trigger.task_instance = ti  # type: ignore[assignment]
+    return trigger
+
+
+@pytest.mark.integration
+def test_a_postcheck_started_here_reads_the_sddc_and_ends_the_task(fleet: Any, ledger: Ledger) -> None:
+    """The run's target_version param (not the plan's 9.9.9) is what the SDDC is checked against."""
+    version = fleet.sddc("sddc-0002")["version"]
+    _enroll(ledger, R, W, "sddc-0002", RUN, version, version)
+    fleet.reset_counters()
+    event = _run(_postcheck_trigger(_StartedTi(1, params={"target_version": version})))
+    assert isinstance(event, TaskSuccessEvent), event
+    assert event.xcoms == {"return_value": f"sddc-0002 at {version}, READY and healthy"}
+    assert fleet.counters()["mutating_calls"] == 0  # a postcheck only reads
+
+
+@pytest.mark.integration
+def test_an_unhealthy_postcheck_rechecks_here_then_fails_on_a_worker(fleet: Any, ledger: Ledger) -> None:
+    version = fleet.sddc("sddc-0001")["version"]
+    _enroll(ledger, R, W, "sddc-0001", RUN, "1.26.0", version)
+    trigger = _postcheck_trigger(_StartedTi(0, params={"target_version": "1.26.0"}), health_interval_s=0.05)
+    event = _run(trigger)
+    assert event.payload["status"] == "raised" and event.payload["kind"] in ("fail", "retry"), event.payload
+    assert event.payload["reason"] == "POSTCHECK_UNHEALTHY"
+    checks = ledger.events(rollout=R, wave=W, kinds=["postcheck_unhealthy"])
+    assert len(checks) == 3  # health_checks: re-checked twice in the trigger before failing
