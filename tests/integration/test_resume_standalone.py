@@ -98,19 +98,29 @@ def label(ti: dict[str, Any]) -> str:
 
 
 def clear(rest: AirflowRest, run_id: str, tis: list[dict[str, Any]], *, only_failed: bool) -> Any:
-    """What an operator does in the grid: clear these task instances (and what follows them)."""
-    return rest.request(
-        "POST",
-        f"/dags/{DAG_ID}/clearTaskInstances",
-        json={
-            "dry_run": False,
-            "dag_run_id": run_id,
-            "task_ids": [[ti["task_id"], ti["map_index"]] for ti in tis],
-            "only_failed": only_failed,
-            "include_downstream": True,
-            "reset_dag_runs": True,
-        },
-    )
+    """What an operator does in the grid: clear these task instances (and what follows them),
+    again if standalone's SQLite was locked just after the restart (HTTP 500 "Database error": the
+    clear's transaction rolled back, so nothing was cleared)."""
+    for attempt in range(5):
+        try:
+            return rest.request(
+                "POST",
+                f"/dags/{DAG_ID}/clearTaskInstances",
+                json={
+                    "dry_run": False,
+                    "dag_run_id": run_id,
+                    "task_ids": [[ti["task_id"], ti["map_index"]] for ti in tis],
+                    "only_failed": only_failed,
+                    "include_downstream": True,
+                    "reset_dag_runs": True,
+                },
+            )
+        except RuntimeError as err:
+            if "HTTP 500" not in str(err) or "Database error" not in str(err) or attempt == 4:
+                raise
+            print(f"clear refused ({str(err)[:80]}); again in 3 s", flush=True)
+            time.sleep(3)
+    raise AssertionError("unreachable")
 
 
 def test_killed_standalone_resumes_from_real_sddc_state_without_duplicate_work(
