@@ -11,16 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-#: the per-SDDC tasks of a wave's mapped group, in order
-PHASES: tuple[str, ...] = (
-    "admit",
-    "precheck",
-    "snapshot",
-    "upgrade_vcenter",
-    "upgrade_nsx",
-    "upgrade_hosts",
-    "postcheck",
-)
+from rce_lib.ledger.models import Phase
+
+#: the per-SDDC tasks of a wave's mapped group, in order: admission, then the upgrade's phases
+PHASES: tuple[str, ...] = ("admit", *(p.value for p in Phase if p not in (Phase.ROLLBACK, Phase.DONE)))
 GROUPS = ("canary", "bulk")
 SPANS = ("after_upstream", "scheduled_to_start", "start_to_end")
 
