@@ -28,7 +28,6 @@ from rce_lib.operators.summary import WaveSummaryOperator
 from rce_lib.plan.cohort import MAX_COHORT_IDS
 from rce_lib.plan.model import RolloutPlan, Wave
 from rce_lib.sensors.canary_gate import CanaryGateSensor
-from rce_lib.triggers import phase as phase_trigger
 from rce_lib.triggers import start as start_trigger
 
 START_DATE = datetime(2026, 1, 1)
@@ -95,25 +94,6 @@ WINDOW_DOC = (
 
 def _windowed_doc(docs: dict[str, str], task_id: str, wave: Wave) -> str:
     return docs[task_id] + (WINDOW_DOC if wave.respect_maintenance_windows else "")
-
-
-def _start_in_triggerer(
-    task: Any,
-    static: dict[str, Any],
-    *,
-    from_params: dict[str, str] | None = None,
-    xcom_lengths: dict[str, str] | None = None,
-) -> None:
-    """Start `task` in the triggerer, no worker (rce_lib/triggers/start.py), unless
-    RCE_PHASES_IN_TRIGGERER is off where DAGs are parsed. Only for tasks that start no
-    downstream work: the scheduler checks no pool for them."""
-    if not phase_trigger.enabled():
-        return
-    classpath = f"{type(task).__module__}.{type(task).__qualname__}"
-    task.start_trigger_args = start_trigger.start_args(
-        classpath, static, from_params=from_params, xcom_lengths=xcom_lengths
-    )
-    task.start_from_trigger = True
 
 
 def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = None) -> DAG:
@@ -187,7 +167,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 doc_md=docs["admit"],
                 **plan_args,
             )
-            _start_in_triggerer(
+            start_trigger.start_in_triggerer(
                 admit,
                 {**plan_args, "max_parallel": wave.max_parallel},
                 from_params={"max_parallel": "max_parallel"},
@@ -229,7 +209,7 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 ),
             ]
             postcheck = phases[-1]
-            _start_in_triggerer(
+            start_trigger.start_in_triggerer(
                 postcheck,
                 {
                     "rollout": rollout,

@@ -39,14 +39,19 @@ class AirflowRest:
         self._token = resp.json()["access_token"]
         self.session.headers["Authorization"] = f"Bearer {self._token}"
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request with the token, logging in again once if it expired (401)."""
         if self._token is None:
             self.login()
         kwargs.setdefault("timeout", 60)
-        resp = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+        resp = self.session.request(method, url, **kwargs)
         if resp.status_code == 401:
             self.login()
-            resp = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+            resp = self.session.request(method, url, **kwargs)
+        return resp
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._send(method, f"{self.base_url}/api/v2{path}", **kwargs)
         if resp.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp.json() if resp.content else None
@@ -54,12 +59,7 @@ class AirflowRest:
     def ui_get(self, path: str, **params: Any) -> int:
         """GET one of the UI's own endpoints (`/ui/...`), reading the whole body as the browser
         would; its HTTP status."""
-        if self._token is None:
-            self.login()
-        resp = self.session.get(f"{self.base_url}/ui{path}", params=params, timeout=60)
-        if resp.status_code == 401:
-            self.login()
-            resp = self.session.get(f"{self.base_url}/ui{path}", params=params, timeout=60)
+        resp = self._send("GET", f"{self.base_url}/ui{path}", params=params)
         _ = resp.content
         return resp.status_code
 

@@ -15,13 +15,7 @@ from rce_lib.devenv.bench_phases import _quantiles
 
 
 class _Rest(Protocol):
-    base_url: str
-
     def ui_get(self, path: str, **params: Any) -> int: ...
-
-
-#: the grid view's reads (Airflow 3.3 `/ui/grid/...`), relative to /ui
-GRID_READS = ("structure", "runs", "ti_summaries")
 
 
 @dataclass
@@ -34,6 +28,7 @@ class UiProbe:
     errors: list[str] = field(default_factory=list)
 
     def paths(self) -> list[tuple[str, dict[str, Any]]]:
+        """The grid view's reads (Airflow 3.3 `/ui/grid/...`), relative to /ui."""
         return [
             (f"/grid/structure/{self.dag_id}", {}),
             (f"/grid/runs/{self.dag_id}", {"limit": 10}),

@@ -31,7 +31,7 @@ from typing import Any
 
 from airflow.triggers.base import StartTriggerArgs, TriggerEvent
 
-from rce_lib.triggers.phase import CONTINUABLE, RESUME_METHOD, PhaseTrigger, _in_thread, handoff
+from rce_lib.triggers.phase import CONTINUABLE, RESUME_METHOD, PhaseTrigger, _in_thread, enabled, handoff
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,23 @@ def slice_task_id(group_id: str) -> str:
     return f"{group_id}_slice"
 
 
-def start_args(
-    operator: str,
+def start_in_triggerer(
+    task: Any,
     static: Mapping[str, Any],
     *,
     from_params: Mapping[str, str] | None = None,
     xcom_lengths: Mapping[str, str] | None = None,
-) -> StartTriggerArgs:
-    """What the scheduler starts a task with: `operator` (its class path) built from `static`
-    plus what StartTrigger renders (see the module docstring)."""
-    return StartTriggerArgs(
+) -> None:
+    """Have the scheduler start `task` here, no worker: StartTrigger rebuilds its class from
+    `static` plus what it renders (see the module docstring). Not when RCE_PHASES_IN_TRIGGERER
+    is off where DAGs are parsed. Only for tasks that start no downstream work: the scheduler
+    checks no pool for them."""
+    if not enabled():
+        return
+    task.start_trigger_args = StartTriggerArgs(
         trigger_cls=f"{__name__}.StartTrigger",
         trigger_kwargs={
-            "operator": operator,
+            "operator": f"{type(task).__module__}.{type(task).__qualname__}",
             "static": dict(static),
             "from_params": dict(from_params or {}),
             "xcom_lengths": dict(xcom_lengths or {}),
@@ -66,6 +70,7 @@ def start_args(
         next_kwargs=None,
         timeout=None,
     )
+    task.start_from_trigger = True
 
 
 class StartTrigger(PhaseTrigger):

@@ -15,8 +15,6 @@ from rce_lib.devenv.bench_ui import UiProbe, render
 class _Rest:
     """The network boundary: answers each UI path with a status, or raises."""
 
-    base_url = "http://airflow.invalid"
-
     def __init__(self, answers: dict[str, int | Exception]) -> None:
         self.answers = answers
         self.calls: list[tuple[str, dict[str, Any]]] = []
