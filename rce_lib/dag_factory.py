@@ -17,6 +17,7 @@ from rce_lib.api.services import POOL_FOR_SERVICE
 from rce_lib.dag_docs import dag_doc, task_docs
 from rce_lib.operators.admission import AdmitOperator
 from rce_lib.operators.approval import PromotionApprovalOperator
+from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.cohort import CohortSliceOperator, ResolveCohortOperator
 from rce_lib.operators.components import NsxUpgradeOperator, VcenterUpgradeOperator
 from rce_lib.operators.hosts import HostsUpgradeOperator
@@ -83,6 +84,32 @@ def _window_args(wave: Wave) -> dict[str, Any]:
         "missing_maintenance_window": wave.missing_maintenance_window,
     }
     return args
+
+
+def _start_in_triggerer(phase: SddcPhaseOperator, wave: Wave) -> None:
+    """Have the scheduler start `phase` in the triggerer (rce_lib.triggers.start): its plan
+    arguments as they are, the target version from the run's params, the cohort's size from
+    `resolve_cohort`. A phase that starts downstream work does so under its service's ceiling."""
+    static = {k: v for k, v in phase.phase_spec()["kwargs"].items() if k != "task_id" and _plain(v)}
+    static["target_version"] = wave.release
+    start_trigger.start_in_triggerer(
+        phase,
+        static,
+        from_params={"target_version": "target_version"},
+        xcom_lengths={"cohort_size": "resolve_cohort"} if "cohort_size" in phase.template_fields else None,
+        ceiling_of=phase.service.value if phase.starts_downstream_work else None,
+    )
+
+
+def _plain(value: Any) -> bool:
+    """A plan value (not a template, not a mapped argument): the trigger takes it as it is."""
+    if isinstance(value, str):
+        return "{{" not in value
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float)
 
 
 WINDOW_DOC = (
@@ -208,19 +235,8 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                     **common,
                 ),
             ]
-            postcheck = phases[-1]
-            start_trigger.start_in_triggerer(
-                postcheck,
-                {
-                    "rollout": rollout,
-                    "wave": name,
-                    "target_version": wave.release,
-                    "max_error_rate": wave.gate.max_error_rate,
-                    "max_p95_latency_ms": wave.gate.max_p95_latency_ms,
-                    "retries": postcheck.retries,
-                },
-                from_params={"target_version": "target_version"},
-            )
+            for phase in phases:
+                _start_in_triggerer(phase, wave)
             rollback = RollbackOperator(
                 task_id="rollback",
                 trigger_rule=TriggerRule.ONE_FAILED,

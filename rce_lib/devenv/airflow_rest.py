@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -100,6 +101,27 @@ class AirflowRest:
             offset += len(batch)
             if not batch or offset >= int(page.get("total_entries", 0)):
                 return items
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, *, key: str = "return_value") -> Any:
+        """A task's XCom as the task pushed it (None: none pushed)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        try:
+            value = self.request("GET", path, params={"map_index": -1}).get("value")
+        except RuntimeError as err:
+            if "HTTP 404" in str(err):
+                return None
+            raise
+        return json.loads(value) if isinstance(value, str) else value
+
+    def sddc_ids(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
+        """Which SDDC each mapped group's map index is: (group, map index) -> SDDC id, from the
+        groups' slice XComs (a task started in the triggerer never renders its map index)."""
+        out: dict[tuple[str, int], str] = {}
+        for group in ("canary", "bulk"):
+            ids = self.xcom(dag_id, run_id, f"{group}_slice")
+            for index, sddc_id in enumerate(ids if isinstance(ids, list) else []):
+                out[(group, index)] = str(sddc_id)
+        return out
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[Any], *, only_failed: bool = True) -> Any:
         return self.request(

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from rce_lib.devenv.airflow_local import LocalAirflow, tool_home
+from rce_lib.devenv.airflow_local import REPO_ROOT, LocalAirflow, tool_home
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.devenv.bench_model import (
     NSX_CHAIN,
@@ -62,6 +62,13 @@ from rce_lib.devenv.demo import progress_line, start_simulator
 from rce_lib.devenv.processes import Group
 
 POOLS = {"vcenter": "rce_vcenter", "nsx": "rce_nsx", "esx": "rce_esx"}
+
+
+def _counts_deferred(pool: str) -> bool:
+    """The shipped pool's `include_deferred` (include/pools.json): the bench changes sizes only."""
+    return bool(json.loads((REPO_ROOT / "include" / "pools.json").read_text())[pool]["include_deferred"])
+
+
 BENCH_TOKEN = "bench-token"
 WAVE = "bench"
 #: How long a started simulator may take to answer before the bench gives up on it.
@@ -384,13 +391,14 @@ def _write_inputs(home: Path, bs: BenchSettings) -> tuple[Path, Path, Path, dict
     }
     plan_path = home / "rollout-bench.yaml"
     plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
-    # Pools at the simulator's capacities: the most the engine may have in flight per service.
+    # Pools at the simulator's capacities: the most the engine may have in flight per service
+    # (its ceilings, rce_lib.airflow_support.pool_ceilings), as include/pools.json sets them.
     pool_slots = {s: int(bs.capacity[s]) for s in SERVICES}
     pools = {
         POOLS[s]: {
             "slots": pool_slots[s],
             "description": f"rce bench: in-flight {s} tasks, = simulator capacity",
-            "include_deferred": True,
+            "include_deferred": _counts_deferred(POOLS[s]),
         }
         for s in SERVICES
     }
@@ -520,13 +528,7 @@ def run_bench(args: argparse.Namespace) -> int:
         tis = _patient(lambda: rest.task_instances(dag_id, run_id, page_size=TI_PAGE))
         run = _patient(lambda: rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
         fleet = sim_client.get("/sim/state")
-        cohort = sorted(
-            {
-                str(ti.get("rendered_map_index"))
-                for ti in tis
-                if str(ti.get("task_id", "")).endswith(".precheck") and ti.get("map_index", -1) >= 0
-            }
-        )
+        cohort = sorted(set(_patient(lambda: rest.sddc_ids(dag_id, run_id)).values()))
         tasks = [t for sddc_id in cohort for t in sim_client.tasks(sddc_id)]
         result = summarize(
             n=n,
@@ -711,11 +713,12 @@ def _shapes(fleet: Mapping[str, Any]) -> dict[str, list[int]]:
 def _check_pools(rest: AirflowRest, slots: Mapping[str, int]) -> None:
     for service, pool in POOLS.items():
         got = rest.request("GET", f"/pools/{pool}")
-        if int(got["slots"]) != slots[service] or not got.get("include_deferred"):
+        deferred = _counts_deferred(pool)
+        if int(got["slots"]) != slots[service] or bool(got.get("include_deferred")) != deferred:
             rest.request(
                 "PATCH",
                 f"/pools/{pool}",
-                json={"name": pool, "slots": slots[service], "include_deferred": True},
+                json={"name": pool, "slots": slots[service], "include_deferred": deferred},
             )
 
 

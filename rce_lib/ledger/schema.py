@@ -156,6 +156,17 @@ service_slots = Table(
 )
 """One row per downstream task of ours that a service is (or may be) running (rce_lib.pacing)."""
 
+service_ceilings = Table(
+    "rce_service_ceiling",
+    metadata,
+    Column("service", String(_SHORT), primary_key=True),
+    Column("slots", Integer, nullable=False),
+    Column("source", String(_ID), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Each service's fixed ceiling: its Airflow pool's size (rce_lib.airflow_support.pool_ceilings).
+Slots are never granted above it, wherever the phase runs (rce_lib.pacing)."""
+
 release_cache = Table(
     "rce_release_cache",
     metadata,

@@ -148,6 +148,13 @@ DOWNSTREAM_IN_FLIGHT: Final = MetricSpec(
     ("service",),
     "Downstream tasks of ours holding a pacing slot per service (started, not yet seen to end).",
 )
+DOWNSTREAM_CEILING: Final = MetricSpec(
+    "rce_downstream_ceiling",
+    "gauge",
+    ("service",),
+    "The fixed ceiling on our in-flight tasks per service: its Airflow pool's size, as last copied "
+    "into the ledger (rce_lib.airflow_support.pool_ceilings); -1 when none is known.",
+)
 LEDGER_UP: Final = MetricSpec(
     "rce_ledger_up",
     "gauge",
@@ -173,6 +180,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     DOWNSTREAM_THROTTLED,
     DOWNSTREAM_LIMIT,
     DOWNSTREAM_IN_FLIGHT,
+    DOWNSTREAM_CEILING,
     LEDGER_UP,
 )
 

@@ -270,7 +270,7 @@ class LedgerCollector(Collector):
         return [sddcs, in_phase, oldest, *self._pacing()]
 
     def _pacing(self) -> list[Metric]:
-        """Each component service's adaptive limit (-1: open) and our slots on it."""
+        """Each component service's adaptive limit (-1: open), ceiling (-1: none) and our slots on it."""
         limit = GaugeMetricFamily(
             catalog.DOWNSTREAM_LIMIT.name,
             catalog.DOWNSTREAM_LIMIT.help,
@@ -281,12 +281,18 @@ class LedgerCollector(Collector):
             catalog.DOWNSTREAM_IN_FLIGHT.help,
             labels=catalog.DOWNSTREAM_IN_FLIGHT.labels,
         )
+        ceiling = GaugeMetricFamily(
+            catalog.DOWNSTREAM_CEILING.name,
+            catalog.DOWNSTREAM_CEILING.help,
+            labels=catalog.DOWNSTREAM_CEILING.labels,
+        )
         states = {s.service: s for s in Pacer(self.ledger).states()}
         for service in sorted(catalog.SERVICES - {catalog.Service.CONTROL.value}):
             state = states.get(service)
             limit.add_metric([service], -1.0 if state is None or state.limit is None else state.limit)
             held.add_metric([service], float(state.in_flight if state else 0))
-        return [limit, held]
+            ceiling.add_metric([service], -1.0 if state is None or state.ceiling is None else state.ceiling)
+        return [limit, held, ceiling]
 
 
 def _number(value: Any) -> float | None:

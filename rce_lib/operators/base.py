@@ -84,6 +84,8 @@ class SddcPhaseOperator(BaseOperator):
     #: the goal, once it holds on a derived SDDC, is confirmed by reading the real one
     confirm_done: ClassVar[bool] = False
     honours_kill_switch: ClassVar[bool] = True
+    #: it starts tasks on its service (a slot each): started in the triggerer only under a ceiling
+    starts_downstream_work: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -429,10 +431,14 @@ class SddcPhaseOperator(BaseOperator):
         decision = run.take_slot(self.service.value, step.op, step.host_id)
         if decision is None or decision.granted or run.pacer is None:
             return
-        message = (
-            f"{step.description}: not started, {self.service.value} has refused our starts lately and "
-            f"our limit on it is {decision.slots:.0f} in flight ({decision.in_flight} now); waiting for room"
-        )
+        if decision.at_ceiling:
+            why = f"our ceiling on {self.service.value} (its pool's size) is {decision.ceiling} in flight"
+        else:
+            why = (
+                f"{self.service.value} has refused our starts lately and our limit on it is "
+                f"{decision.slots:.0f} in flight"
+            )
+        message = f"{step.description}: not started, {why} ({decision.in_flight} now); waiting for room"
         self.log.info("%s (deferred)", message)
         run.event("phase_waiting", message, {"service": self.service.value, "in_flight": decision.in_flight})
         self.defer(

@@ -19,6 +19,7 @@ class PostcheckOperator(SddcPhaseOperator):
 
     phase = "postcheck"
     service = Service.VCENTER
+    starts_downstream_work = False  # reads only
     template_fields: Sequence[str] = (
         *SddcPhaseOperator.template_fields,
         "max_error_rate",

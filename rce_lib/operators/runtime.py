@@ -85,13 +85,14 @@ class PhaseRun:
         trace_id = trace_id_for(operator.rollout, operator.wave, operator.sddc_id, run_id)
         ledger = get_ledger()
         policy = load_policy()
-        pacer = Pacer(ledger, policy) if policy.enabled else None
+        # slots always bound our work by the services' ceilings; the limit adapts only if pacing is on
+        pacer = Pacer(ledger, policy)
         if hook is None or hook.trace_id != trace_id:
             hook = SddcApiHook(
                 sddc_api_conn_id=operator.sddc_api_conn_id,
                 trace_id=trace_id,
                 on_request=fan_out(
-                    ledger_recorder(ledger.url).observe, pacing_observer(pacer) if pacer else None
+                    ledger_recorder(ledger.url).observe, pacing_observer(pacer) if policy.enabled else None
                 ),
             )
         return cls(

@@ -2,8 +2,10 @@
 on every machine (SQLite for one machine, PostgreSQL for the distributed setup).
 
 A phase takes a slot on its service before it starts (or re-attaches to) a downstream
-task and gives it back when it sees the task end. Slots count only while the limit is
-closed; they are always kept, so that a decrease knows how much of our work is in flight.
+task and gives it back when it sees the task end. Slots are never granted above the
+service's fixed ceiling (its Airflow pool's size, copied here: rce_lib.airflow_support.
+pool_ceilings) nor above its adaptive limit while that is closed; they are always kept, so
+that a decrease knows how much of our work is in flight.
 Every change happens under one lock per service (SQLite: the write transaction;
 PostgreSQL: an advisory lock), so concurrent workers never over-admit. A slot whose
 holder vanished (a task never resumed) frees itself after `slot_ttl_s`; the wave's end
@@ -12,8 +14,9 @@ releases every slot of its run.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, delete, func, select, text, update
 
 from rce_lib.ledger import Ledger, schema
+from rce_lib.pacing import wakeup
 from rce_lib.pacing.policy import LimitState, PacingPolicy, after_acceptance, after_refusal
 
 
@@ -31,6 +35,13 @@ class SlotDecision:
     granted: bool
     in_flight: int
     slots: float
+    """Slots allowed now: the lower of the ceiling and the adaptive limit (inf: neither)."""
+    ceiling: int | None = None
+
+    @property
+    def at_ceiling(self) -> bool:
+        """Refused by the fixed ceiling (the pool's size), not by the adaptive limit."""
+        return self.ceiling is not None and self.slots >= self.ceiling
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class ServiceState:
     service: str
     limit: float | None
     in_flight: int
+    ceiling: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,8 @@ class Pacer:
         now = self._clock()
         with self._locked(service) as conn:
             self._expire(conn, service, now)
-            state = self._state(conn, service)
+            ceiling = self._ceiling(conn, service)
+            slots = _allowed(self._state(conn, service), ceiling)
             held = self._count(conn, service)
             table = schema.service_slots
             expires = _ts(now + self.policy.slot_ttl_s)
@@ -80,33 +93,63 @@ class Pacer:
                 conn.execute(
                     update(table).where(table.c.holder == holder).values(expires_at=expires, run_id=run_id)
                 )
-                return SlotDecision(True, held, state.slots)
-            if held >= state.slots:
-                return SlotDecision(False, held, state.slots)
+                return SlotDecision(True, held, slots, ceiling)
+            if held >= slots:
+                return SlotDecision(False, held, slots, ceiling)
             conn.execute(
                 table.insert().values(
                     holder=holder, service=service, run_id=run_id, acquired_at=_ts(now), expires_at=expires
                 )
             )
-            return SlotDecision(True, held + 1, state.slots)
+            return SlotDecision(True, held + 1, slots, ceiling)
 
     def release(self, holder: str) -> bool:
         """Give a slot back (the task ended, or was never started); False if it was not held."""
         table = schema.service_slots
         with self.ledger.transaction(write=True) as conn:
-            return bool(conn.execute(delete(table).where(table.c.holder == holder)).rowcount)
+            service = conn.execute(select(table.c.service).where(table.c.holder == holder)).scalar()
+            if service is None:
+                return False
+            conn.execute(delete(table).where(table.c.holder == holder))
+        wakeup.given_back(str(service))
+        return True
 
     def release_run(self, run_id: str) -> int:
         """Give back every slot a DAG run still holds (its end: nothing of it is waited on)."""
         table = schema.service_slots
         with self.ledger.transaction(write=True) as conn:
-            return int(conn.execute(delete(table).where(table.c.run_id == run_id)).rowcount)
+            services = list(conn.execute(select(table.c.service).where(table.c.run_id == run_id)).scalars())
+            conn.execute(delete(table).where(table.c.run_id == run_id))
+        for service in services:
+            wakeup.given_back(str(service))
+        return len(services)
 
     def has_room(self, service: str) -> bool:
         """Whether a new slot would be granted now (read only: the trigger's question)."""
         with self.ledger.transaction(write=False) as conn:
-            state = self._state(conn, service)
-            return state.limit is None or self._count(conn, service) < state.slots
+            slots = _allowed(self._state(conn, service), self._ceiling(conn, service))
+            return slots == math.inf or self._count(conn, service) < slots
+
+    # --------------------------------------------------------------- ceilings
+
+    def set_ceilings(self, slots: Mapping[str, int | None], source: str) -> None:
+        """Each service's fixed ceiling (its pool's size); None removes it (no ceiling known)."""
+        table = schema.service_ceilings
+        now = _ts(self._clock())
+        with self.ledger.transaction(write=True) as conn:
+            for service, value in slots.items():
+                if value is None:
+                    conn.execute(delete(table).where(table.c.service == service))
+                    continue
+                values = {"slots": int(value), "source": source, "updated_at": now}
+                found = conn.execute(update(table).where(table.c.service == service).values(**values))
+                if found.rowcount == 0:
+                    conn.execute(table.insert().values(service=service, **values))
+
+    def ceiling(self, service: str) -> int | None:
+        """The service's fixed ceiling, None if none is known."""
+        with self.ledger.transaction(write=False) as conn:
+            return self._ceiling(conn, service)
 
     # --------------------------------------------------------------- feedback
 
@@ -134,15 +177,17 @@ class Pacer:
     def states(self) -> list[ServiceState]:
         """Every service with a limit row or a live slot."""
         now = _ts(self._clock())
-        limits, slots = schema.service_limits, schema.service_slots
+        limits, slots, ceilings = schema.service_limits, schema.service_slots, schema.service_ceilings
         with self.ledger.transaction(write=False) as conn:
             rows = {
                 r.service: r.limit_value for r in conn.execute(select(limits.c.service, limits.c.limit_value))
             }
+            fixed_rows = conn.execute(select(ceilings.c.service, ceilings.c.slots))
+            fixed = {str(r.service): int(r.slots) for r in fixed_rows}
             live = select(slots.c.service, func.count()).where(slots.c.expires_at > now)
             held = {str(s): int(n) for s, n in conn.execute(live.group_by(slots.c.service))}
-        names = sorted(set(rows) | set(held))
-        return [ServiceState(n, rows.get(n), int(held.get(n, 0))) for n in names]
+        names = sorted(set(rows) | set(held) | set(fixed))
+        return [ServiceState(n, rows.get(n), int(held.get(n, 0)), fixed.get(n)) for n in names]
 
     # ---------------------------------------------------------------- helpers
 
@@ -164,6 +209,12 @@ class Pacer:
         table = schema.service_slots
         live = (table.c.service == service) & (table.c.expires_at > _ts(self._clock()))
         return int(conn.execute(select(func.count()).where(live)).scalar_one())
+
+    @staticmethod
+    def _ceiling(conn: Connection, service: str) -> int | None:
+        table = schema.service_ceilings
+        value = conn.execute(select(table.c.slots).where(table.c.service == service)).scalar()
+        return None if value is None else int(value)
 
     @staticmethod
     def _state(conn: Connection, service: str) -> LimitState:
@@ -193,6 +244,11 @@ class Pacer:
         }
         if conn.execute(update(table).where(table.c.service == service).values(**values)).rowcount == 0:
             conn.execute(table.insert().values(service=service, **values))
+
+
+def _allowed(state: LimitState, ceiling: int | None) -> float:
+    """Slots allowed now: the lower of the adaptive limit's and the ceiling (inf: neither)."""
+    return state.slots if ceiling is None else min(state.slots, float(ceiling))
 
 
 def _ts(epoch: float) -> datetime:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from rce_lib.pacing import wakeup
 from rce_lib.telemetry import log_context
 from rce_lib.triggers import _ledger
 
@@ -60,5 +60,5 @@ class ServiceSlotTrigger(BaseTrigger):
         pacer = Pacer(Ledger(await _ledger.resolved(self.ledger_url)))
         has_room = sync_to_async(pacer.has_room, thread_sensitive=False)
         while not await has_room(self.service):
-            await asyncio.sleep(self.poll_s)
+            await wakeup.given_back_or_timeout(self.service, self.poll_s)
         yield TriggerEvent({"status": "room", "service": self.service})

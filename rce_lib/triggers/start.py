@@ -1,26 +1,29 @@
-"""Start a task in the triggerer, with no worker at all: admit and postcheck.
+"""Start a task in the triggerer, with no worker at all: admit and every phase but rollback.
 
 Every SDDC of a wave starts with `admit` at once: at N = 200 that was 200 task processes
 queued behind the scheduler and the executor before the first precheck could start, about
-one CPU-second of Airflow each (docs/performance.md, seventh round). Admission (a few ledger
-reads, one atomic write) and the postcheck (reads of the SDDC and its health) start no
-downstream work, so their tasks start from the triggerer (`start_from_trigger`): the
-scheduler defers them straight away and `StartTrigger` runs the operator's `execute` (its
-`run_from_start`) in a thread here, with the arguments a worker would have rendered:
+one CPU-second of Airflow each, and every phase after it waited the same way (Airflow queues
+16 task instances per scheduler loop; docs/performance.md, seventh and eighth rounds). So
+these tasks start from the triggerer (`start_from_trigger`): the scheduler defers them
+straight away and `StartTrigger` runs the operator's `execute` (its `run_from_start`) in a
+thread here, with the arguments a worker would have rendered:
 
 * the SDDC id: the map index's entry of the group's slice (`<group>_slice`'s XCom);
 * `from_params`: arguments the run's params set (when set; else the plan's value);
 * `xcom_lengths`: arguments that are the length of a task's XCom (the cohort's size).
 
-Its waits (a slot under `max_parallel`, the postcheck's health re-checks) are awaited here
-too (`PhaseTrigger`). As for the phases, a failure goes back to a worker only to be raised
-there (Airflow's retries apply), and anything unexpected (a wait with a timeout, such as a
-maintenance window's; an XCom missing) hands the task to a worker, which runs `execute` as
-it always did. The scheduler does not check pools for a task it starts this way: only tasks
-that start no downstream work start here; the phases that do start on workers, under their
-service's pool.
+Its waits (a slot under `max_parallel`, a slot on its service, its downstream tasks, the
+postcheck's health re-checks) are awaited here too (`PhaseTrigger`). As for the phases, a
+failure goes back to a worker only to be raised there (Airflow's retries apply), and
+anything unexpected (a wait with a timeout, such as a maintenance window's; an XCom missing)
+hands the task to a worker, which runs `execute` as it always did.
 
-`airflow dags test` ignores `start_from_trigger` and runs `execute` in-process, as before.
+The scheduler checks no pool for a task it starts this way. A phase that starts downstream
+work names its service (`ceiling_of`) and starts here only while the ledger holds that
+service's ceiling, the pool's size (rce_lib.airflow_support.pool_ceilings), which its
+downstream tasks' slots never exceed (rce_lib.pacing.store); without one a worker runs it,
+under the pool. `airflow dags test` ignores `start_from_trigger` and runs `execute`
+in-process, as before.
 """
 
 from __future__ import annotations
@@ -51,11 +54,13 @@ def start_in_triggerer(
     *,
     from_params: Mapping[str, str] | None = None,
     xcom_lengths: Mapping[str, str] | None = None,
+    ceiling_of: str | None = None,
 ) -> None:
     """Have the scheduler start `task` here, no worker: StartTrigger rebuilds its class from
     `static` plus what it renders (see the module docstring). Not when RCE_PHASES_IN_TRIGGERER
-    is off where DAGs are parsed. Only for tasks that start no downstream work: the scheduler
-    checks no pool for them."""
+    is off where DAGs are parsed. The scheduler checks no pool for it: a task that starts
+    downstream work names its service (`ceiling_of`), and starts here only while the ledger
+    holds that service's ceiling (the pool's size, which its slots then never exceed)."""
     if not enabled():
         return
     task.start_trigger_args = StartTriggerArgs(
@@ -65,6 +70,7 @@ def start_in_triggerer(
             "static": dict(static),
             "from_params": dict(from_params or {}),
             "xcom_lengths": dict(xcom_lengths or {}),
+            "ceiling_of": ceiling_of,
         },
         next_method=RESUME_METHOD,
         next_kwargs=None,
@@ -85,6 +91,7 @@ class StartTrigger(PhaseTrigger):
         static: dict[str, Any],
         from_params: dict[str, str] | None = None,
         xcom_lengths: dict[str, str] | None = None,
+        ceiling_of: str | None = None,
     ) -> None:
         super().__init__(
             phase={"classpath": operator, "kwargs": {}}, context={}, wait=None, method=START_METHOD
@@ -93,6 +100,7 @@ class StartTrigger(PhaseTrigger):
         self.static = dict(static)
         self.from_params = dict(from_params or {})
         self.xcom_lengths = dict(xcom_lengths or {})
+        self.ceiling_of = ceiling_of
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -102,13 +110,16 @@ class StartTrigger(PhaseTrigger):
                 "static": self.static,
                 "from_params": self.from_params,
                 "xcom_lengths": self.xcom_lengths,
+                "ceiling_of": self.ceiling_of,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             self.phase["kwargs"], self.context = await self.rendered(self.task_instance)
-        except Exception as err:  # an XCom not there (yet), no task instance: the worker decides
+            if self.ceiling_of is not None and await _in_thread(_ceiling, self.ceiling_of) is None:
+                raise LookupError(f"the ledger holds no ceiling for {self.ceiling_of} (its pool's size)")
+        except Exception as err:  # an XCom not there (yet), no ceiling: the worker decides
             log.warning("cannot start here (%s: %s); a worker takes over", type(err).__name__, err)
             yield handoff(START_METHOD, None)
             return
@@ -140,3 +151,10 @@ class StartTrigger(PhaseTrigger):
             "task_id": ti.task_id,
         }
         return kwargs, context
+
+
+def _ceiling(service: str) -> int | None:
+    from rce_lib.airflow_support.ledger_conn import get_ledger
+    from rce_lib.pacing.store import Pacer
+
+    return Pacer(get_ledger()).ceiling(service)

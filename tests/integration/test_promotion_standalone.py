@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from rce_lib.api.services import POOL_FOR_SERVICE
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.devenv.bench_phases import PHASES, phase_breakdown
 from rce_lib.devenv.bench_ui import UiProbe
 from rce_lib.ledger import Ledger
+from rce_lib.pacing.store import Pacer
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -95,9 +97,9 @@ def test_good_release_promotes_and_kill_switch_halts_then_resumes(
     decisions = ledger.events(rollout=ROLLOUT, wave="first", kinds=["gate_decision"])
     assert decisions and decisions[-1].data["decision"] == "pass", [e.message for e in decisions]
 
-    # admission and postcheck ran in the triggerer: they succeeded without ever being queued for a worker
+    # every phase of an SDDC ran in the triggerer: each succeeded without ever being queued for a worker
     tis = rest.task_instances("rce_wave_first", first_run)
-    for task in ("admit", "postcheck"):
+    for task in PHASES:
         started_there = [ti for ti in tis if ti["task_id"].endswith(f".{task}")]
         assert len(started_there) == len(FIRST), started_there
         assert all(ti["state"] == "success" and ti["queued_when"] is None for ti in started_there), (
@@ -112,6 +114,15 @@ def test_good_release_promotes_and_kill_switch_halts_then_resumes(
     assert all(breakdown[p]["start_to_end"]["n"] == len(FIRST) for p in PHASES)
     probe = UiProbe("rce_wave_first", first_run)
     assert probe.sample(rest) is not None, probe.errors
+
+    # ... under the pools' sizes, which the scheduler copied into the ledger when the run started;
+    # a pool changed through the REST API (as the UI does) is copied at once
+    pools = {p["name"]: p["slots"] for p in rest.request("GET", "/pools")["pools"]}
+    pacer = Pacer(ledger)
+    for service, pool in POOL_FOR_SERVICE.items():
+        assert pacer.ceiling(service.value) == pools[pool], (service, pools)
+    rest.request("PATCH", "/pools/rce_nsx", json={"name": "rce_nsx", "slots": 3, "include_deferred": False})
+    assert pacer.ceiling("nsx") == 3
 
     # -- 2. the second wave starts on the asset, nobody triggers it
     second = wait_until(

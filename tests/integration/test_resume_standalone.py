@@ -149,12 +149,13 @@ def test_killed_standalone_resumes_from_real_sddc_state_without_duplicate_work(
             t["sddc_id"]: t["id"] for t in sim.state()["active_tasks"] if t["type"] == "UPGRADE_VCENTER"
         }
         tis = sddc_tis(rest, run_id)
+        names = rest.sddc_ids(DAG_ID, run_id)  # the phases start in the triggerer: no rendered map index
         hit = {
-            str(ti["rendered_map_index"]): active[str(ti["rendered_map_index"])]
+            names[("bulk", ti["map_index"])]: active[names[("bulk", ti["map_index"])]]
             for ti in tis
             if ti["task_id"] == "bulk.upgrade_vcenter"
             and ti["state"] in ("running", "deferred")
-            and ti.get("rendered_map_index") in active
+            and names.get(("bulk", ti["map_index"])) in active
         }
         seen.update(tis=tis, vcenter_tasks=hit)
         return len(hit) >= count

@@ -199,6 +199,12 @@ def test_each_services_adaptive_limit_and_our_slots_on_it_are_served(ledger: Led
     assert value(s, "rce_downstream_in_flight", service="nsx") == 6
     assert value(s, "rce_downstream_in_flight", service="esx") == 1
     assert value(s, "rce_downstream_in_flight", service="vcenter") == 0
+    assert value(s, "rce_downstream_ceiling", service="nsx") == -1.0  # no pool size copied yet
+    pacer.set_ceilings({"nsx": 30, "esx": 120}, "test")
+    s = scrape(LedgerCollector(ledger))
+    assert value(s, "rce_downstream_ceiling", service="nsx") == 30
+    assert value(s, "rce_downstream_ceiling", service="esx") == 120
+    assert value(s, "rce_downstream_ceiling", service="vcenter") == -1.0
 
 
 def test_two_exporters_agree_and_later_events_are_counted_once(ledger: Ledger, clock: Clock) -> None:

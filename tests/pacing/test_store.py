@@ -110,6 +110,37 @@ def test_accepted_starts_reopen_a_full_limit_step_by_step(ledger: Ledger) -> Non
     assert pacer.acquire("nsx", "third", "run-1").granted
 
 
+def test_the_ceiling_bounds_an_open_service(ledger: Ledger) -> None:
+    """The pool's size, copied in: never more slots than that, though the service refuses nothing."""
+    pacer = Pacer(ledger, POLICY)
+    pacer.set_ceilings({"nsx": 2, "esx": None}, "test")
+    assert pacer.acquire("nsx", "a", "run-1").granted and pacer.acquire("nsx", "b", "run-1").granted
+    decision = pacer.acquire("nsx", "c", "run-1")
+    assert (decision.granted, decision.in_flight, decision.slots, decision.ceiling) == (False, 2, 2, 2)
+    assert decision.at_ceiling
+    assert not pacer.has_room("nsx")
+    assert pacer.acquire("nsx", "a", "run-1").granted  # a holder that comes back keeps its slot
+    pacer.release("a")
+    assert pacer.has_room("nsx") and pacer.acquire("nsx", "c", "run-1").granted
+    assert pacer.ceiling("esx") is None and pacer.has_room("esx")
+    assert {(s.service, s.ceiling, s.in_flight) for s in pacer.states()} == {("nsx", 2, 2)}
+
+
+def test_the_lower_of_the_ceiling_and_a_closed_limit_binds(ledger: Ledger) -> None:
+    pacer = Pacer(ledger, POLICY)
+    close_limit(pacer, "nsx", holders=8)  # limit 4
+    pacer.set_ceilings({"nsx": 6}, "test")
+    decision = pacer.acquire("nsx", "new", "run-1")
+    assert (decision.granted, decision.slots, decision.at_ceiling) == (False, 4, False)
+    pacer.set_ceilings({"nsx": 3}, "test")  # the pool lowered below the limit
+    for i in range(5):
+        pacer.release(f"held-{i}")
+    assert not pacer.has_room("nsx")  # 3 held, ceiling 3
+    assert pacer.acquire("nsx", "new", "run-1").at_ceiling
+    pacer.set_ceilings({"nsx": None}, "test")  # the pool removed: the limit alone
+    assert pacer.ceiling("nsx") is None and pacer.acquire("nsx", "new", "run-1").granted
+
+
 def _grab(url: str, holder: str, barrier: Any, out: Any) -> None:
     # A child stuck for 25 s prints where (pytest shows it) and exits, instead of hanging.
     faulthandler.dump_traceback_later(25, exit=True)

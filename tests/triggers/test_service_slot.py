@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from rce_lib.ledger import Ledger
+from rce_lib.pacing import wakeup
 from rce_lib.pacing.store import Pacer
 from rce_lib.triggers.service_slot import ServiceSlotTrigger
 
@@ -40,3 +42,36 @@ def test_waits_while_the_limit_is_full_and_fires_when_a_slot_is_given_back(tmp_p
         return dict(event.payload)
 
     assert asyncio.run(scenario()) == {"status": "room", "service": "nsx"}
+
+
+def test_a_slot_given_back_in_this_process_wakes_the_longest_waiter_at_once(tmp_path: Path) -> None:
+    """Poll every 60 s, yet the first waiter fires right after a release here; one release
+    wakes one waiter, the second keeps waiting (its next poll would have seen a release
+    elsewhere)."""
+    url = f"sqlite:///{tmp_path}/l.db"
+    pacer = Pacer(Ledger(url))
+    pacer.set_ceilings({"nsx": 1}, "test")
+    assert pacer.acquire("nsx", "a", "run-1").granted
+
+    async def scenario() -> tuple[float, bool]:
+        first = ServiceSlotTrigger(ledger_url=url, service="nsx", poll_s=60).run()
+        second = ServiceSlotTrigger(ledger_url=url, service="nsx", poll_s=60).run()
+        one = asyncio.ensure_future(first.__anext__())
+        await asyncio.sleep(0.3)
+        two = asyncio.ensure_future(second.__anext__())
+        await asyncio.sleep(0.3)
+        assert wakeup.waiting("nsx") == 2 and not one.done() and not two.done()
+        released = time.monotonic()
+        await asyncio.to_thread(pacer.release, "a")
+        await asyncio.wait_for(one, timeout=5)
+        woke_after = time.monotonic() - released
+        await asyncio.sleep(0.3)
+        second_woken = two.done()
+        two.cancel()
+        await first.aclose()
+        return woke_after, second_woken
+
+    woke_after, second_woken = asyncio.run(scenario())
+    assert woke_after < 2.0
+    assert not second_woken
+    assert wakeup.waiting("nsx") == 0

@@ -23,6 +23,7 @@ from rce_lib.ledger import Ledger
 from rce_lib.ledger.models import Status
 from rce_lib.operators.admission import AdmitOperator
 from rce_lib.operators.cohort import _enroll
+from rce_lib.pacing.store import Pacer
 from rce_lib.plan.loader import default_plan_path, load_plan
 from rce_lib.plan.model import RolloutPlan
 from rce_lib.triggers.start import StartTrigger, slice_task_id
@@ -36,9 +37,14 @@ class _StartedTi:
     """What the triggerer sets as `trigger.task_instance` for a task started from it."""
 
     def __init__(
-        self, map_index: int, *, params: dict[str, Any] | None = None, slices: dict[str, Any] | None = None
+        self,
+        map_index: int,
+        *,
+        params: dict[str, Any] | None = None,
+        slices: dict[str, Any] | None = None,
+        task_id: str = "bulk.admit",
     ) -> None:
-        self.dag_id, self.task_id, self.run_id = "rce_wave_w", "bulk.admit", RUN
+        self.dag_id, self.task_id, self.run_id = "rce_wave_w", task_id, RUN
         self.map_index, self.try_number = map_index, 1
         self.params = {"max_parallel": None, **(params or {})}
         self.xcoms: dict[str, Any] = {
@@ -162,6 +168,7 @@ def test_serializes_to_the_plan_arguments_only() -> None:
             "static": {"rollout": R},
             "from_params": {"max_parallel": "max_parallel"},
             "xcom_lengths": {},
+            "ceiling_of": None,
         },
     )
 
@@ -195,6 +202,7 @@ def test_the_wave_dags_admit_and_postcheck_tasks_start_in_the_triggerer(
             },
             "from_params": {"max_parallel": "max_parallel"},
             "xcom_lengths": {"cohort_size": "resolve_cohort"},
+            "ceiling_of": None,
         }
         assert dag.has_task(slice_task_id(group))  # where the trigger reads the group's SDDC ids
         postcheck = dag.get_task(f"{group}.postcheck")
@@ -204,16 +212,39 @@ def test_the_wave_dags_admit_and_postcheck_tasks_start_in_the_triggerer(
         assert pargs.trigger_kwargs["from_params"] == {"target_version": "target_version"}
         assert pargs.trigger_kwargs["static"]["retries"] == postcheck.retries
         assert pargs.trigger_kwargs["static"]["max_error_rate"] == wave.gate.max_error_rate
-    for phase in ("precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "rollback"):
-        assert not dag.get_task(f"bulk.{phase}").start_from_trigger  # they start downstream work: pools
+        assert pargs.trigger_kwargs["ceiling_of"] is None  # reads only: no slot, no ceiling
+        for phase, service in SERVICE_PHASES.items():
+            task = dag.get_task(f"{group}.{phase}")
+            kwargs = task.start_trigger_args.trigger_kwargs
+            assert task.start_from_trigger is True
+            assert kwargs["ceiling_of"] == service  # starts only under the service's ceiling
+            assert kwargs["static"]["target_version"] == wave.release
+            assert kwargs["from_params"] == {"target_version": "target_version"}
+            assert "sddc_id" not in kwargs["static"]  # rendered from the slice at the map index
+            assert all("{{" not in str(v) for v in kwargs["static"].values())
+        precheck = dag.get_task(f"{group}.precheck").start_trigger_args.trigger_kwargs
+        assert precheck["xcom_lengths"] == {"cohort_size": "resolve_cohort"}
+        assert precheck["static"]["max_fail_percentage"] == wave.max_fail_percentage
+        nsx = dag.get_task(f"{group}.upgrade_nsx").start_trigger_args.trigger_kwargs
+        assert nsx["static"]["respect_maintenance_windows"] == wave.respect_maintenance_windows
+    assert not dag.get_task("bulk.rollback").start_from_trigger  # starts after a failure, on a worker
+
+
+SERVICE_PHASES = {
+    "precheck": "vcenter",
+    "snapshot": "vcenter",
+    "upgrade_vcenter": "vcenter",
+    "upgrade_nsx": "nsx",
+    "upgrade_hosts": "esx",
+}
 
 
 def test_with_phases_in_triggerer_off_admit_starts_on_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")
     plan = _plan()
     dag = build_wave_dag(plan, plan.effective_waves()[0])
-    assert dag.get_task("bulk.admit").start_from_trigger is False
-    assert dag.get_task("bulk.postcheck").start_from_trigger is False
+    for task_id in ("admit", *SERVICE_PHASES, "postcheck"):
+        assert dag.get_task(f"bulk.{task_id}").start_from_trigger is False
 
 
 @pytest.fixture
@@ -255,3 +286,66 @@ def test_an_unhealthy_postcheck_rechecks_here_then_fails_on_a_worker(fleet: Any,
     assert event.payload["reason"] == "POSTCHECK_UNHEALTHY"
     checks = ledger.events(rollout=R, wave=W, kinds=["postcheck_unhealthy"])
     assert len(checks) == 3  # health_checks: re-checked twice in the trigger before failing
+
+
+SNAPSHOT = "rce_lib.operators.snapshot.SnapshotOperator"
+
+
+def _snapshot_trigger(ti: _StartedTi) -> StartTrigger:
+    trigger = StartTrigger(
+        operator=SNAPSHOT,
+        static={"rollout": R, "wave": W, "target_version": "9.9.9", "retries": 2},
+        from_params={"target_version": "target_version"},
+        ceiling_of="vcenter",
+    )
+    trigger.task_instance = ti  # type: ignore[assignment]
+    return trigger
+
+
+def _snapshot_ti(fleet: Any, ledger: Ledger, index: int) -> _StartedTi:
+    sddc_id = IDS[index]
+    version = fleet.sddc(sddc_id)["version"]
+    _enroll(ledger, R, W, sddc_id, RUN, "1.26.0", version)
+    return _StartedTi(index, params={"target_version": "1.26.0"}, task_id="bulk.snapshot")
+
+
+@pytest.mark.integration
+def test_a_phase_that_starts_work_goes_to_a_worker_while_its_service_has_no_ceiling(
+    fleet: Any, ledger: Ledger
+) -> None:
+    """No pool size copied into the ledger: nothing here would bound the service, so a worker
+    runs the phase, under its pool."""
+    ti = _snapshot_ti(fleet, ledger, 0)
+    fleet.reset_counters()
+    event = _run(_snapshot_trigger(ti))
+    assert event.payload == {"status": "handoff", "method": "run_from_start", "event": None}
+    assert fleet.counters()["mutating_calls"] == 0
+
+
+@pytest.mark.integration
+def test_a_phase_waits_here_for_a_slot_under_the_ceiling_and_starts_when_one_frees(
+    fleet: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ceiling 1 and the one slot held: the snapshot waits in this trigger, starts no task,
+    then takes the freed slot, snapshots the SDDC and ends the task here, slot given back."""
+    monkeypatch.setenv("RCE_PACING", '{"wait_poll_s": 0.05}')
+    pacer = Pacer(ledger)
+    pacer.set_ceilings({"vcenter": 1}, "test")
+    assert pacer.acquire("vcenter", "someone-else", "other-run").granted
+    ti = _snapshot_ti(fleet, ledger, 0)
+    fleet.reset_counters()
+
+    async def started_after_release() -> Any:
+        waiting = asyncio.ensure_future(first_event(_snapshot_trigger(ti), 30))
+        await asyncio.sleep(1.0)
+        assert not waiting.done()
+        assert fleet.counters()["mutating_calls"] == 0  # no slot: nothing started
+        pacer.release("someone-else")
+        return await waiting
+
+    event = asyncio.run(started_after_release())
+    assert isinstance(event, TaskSuccessEvent), event
+    assert fleet.counters()["mutating_calls"] == 1
+    progress = ledger.get(R, W, IDS[0])
+    assert progress is not None and progress.snapshot_id
+    assert [s.in_flight for s in pacer.states()] == [0]
