@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "rce_lib.dag_factory",
     "rce_lib.reconcile_dag",
     "rce_lib.plugin.status_app",
+    "rce_lib.airflow_support.pool_ceilings",
     "rce_lib.triggers.downstream_task",
     "rce_lib.triggers.ledger_slot",
     "rce_lib.triggers.maintenance_window",

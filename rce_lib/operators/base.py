@@ -31,8 +31,10 @@ from rce_lib.api.keys import KeyParts, idempotency_key
 from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
 from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, ThrottledError
+from rce_lib.ledger.models import Phase
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step, Wait
+from rce_lib.pacing import wakeup
 from rce_lib.reconcile.inflight import PhaseAction, reconcile_before_phase
 from rce_lib.telemetry import log_context, scope, tracing
 from rce_lib.telemetry.tracing import TaskSpan
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from rce_lib.hooks.sddc_api import SddcApiHook
 
 RETRYABLE_CONFLICTS = {"ALREADY_AT_VERSION", "OPERATION_IN_PROGRESS"}
+#: a phase that waited for a slot at most this long decides again on the SDDC it had read
+SLOT_WAIT_KEEPS_SDDC_S = 600.0
 
 
 class PhaseError(AirflowException):
@@ -119,6 +123,7 @@ class SddcPhaseOperator(BaseOperator):
         """Recorded tasks this execution found SUCCEEDED when it was about to start their step
         (start): settled, and the SDDC read again before any of them is started anew."""
         self._in_triggerer = False
+        self._before_slot_wait: tuple[Sddc, float] | None = None
         self._ti_fields: dict[str, Any] = {}
         self._hook: SddcApiHook | None = None
 
@@ -226,7 +231,19 @@ class SddcPhaseOperator(BaseOperator):
 
     def resume_after_wait(self, context: Context, event: Any = None) -> Any:
         with self.telemetry(context, "resume_after_wait"):
-            return self.advance(self.open_run(context))
+            return self.advance(self.open_run(context), derived=self._kept_through_slot_wait(event))
+
+    def _kept_through_slot_wait(self, event: Any) -> Sddc | None:
+        """The SDDC this phase decided on before it waited for a slot, if this same phase object
+        waited (in the triggerer) and not for long: it decides again on it instead of reading it
+        again. Safe as any derived state: a start the real SDDC refuses reads it again, a goal
+        that holds on it is confirmed on a fresh read (`confirm_done`), and the step's key makes
+        a repeated start a replay."""
+        kept, self._before_slot_wait = self._before_slot_wait, None
+        if kept is None or not isinstance(event, dict) or event.get("status") != "room":
+            return None
+        sddc, since = kept
+        return sddc if time.monotonic() - since <= SLOT_WAIT_KEEPS_SDDC_S else None
 
     # -- carried on in the triggerer (rce_lib.triggers.phase) ----------------------
     def defer(
@@ -345,7 +362,7 @@ class SddcPhaseOperator(BaseOperator):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
             self.check_kill_switch(run, step.description)
-            self.take_service_slot(run, step)
+            self.take_service_slot(run, step, sddc)
             started = time.monotonic()
             try:
                 task, generation = self.start(run, step)
@@ -425,13 +442,27 @@ class SddcPhaseOperator(BaseOperator):
             method_name="execute_complete",
         )
 
-    def take_service_slot(self, run: PhaseRun, step: Start) -> None:
-        """Hold a slot under the service's adaptive limit for step's task, or wait for one
-        in the triggerer (rce_lib.pacing: the service has been refusing our starts)."""
-        decision = run.take_slot(self.service.value, step.op, step.host_id)
+    @property
+    def slot_rank(self) -> int:
+        """This phase's place in the order of phases: a slot given back goes to the latest."""
+        try:
+            return list(Phase).index(Phase(self.phase))
+        except ValueError:
+            return 0
+
+    def take_service_slot(self, run: PhaseRun, step: Start, sddc: Sddc | None = None) -> None:
+        """Hold a slot on the service for step's task, under its ceiling (the pool's size) and
+        its adaptive limit, or wait for one in the triggerer (rce_lib.pacing). A later phase
+        waiting here for the service goes first (rce_lib.pacing.wakeup). `sddc`: what the
+        decision was made on, decided on again after the wait (no second read)."""
+        service = self.service.value
+        yield_to = wakeup.outranked(service, self.slot_rank)
+        decision = run.take_slot(service, step.op, step.host_id, yield_to_waiters=yield_to)
         if decision is None or decision.granted or run.pacer is None:
             return
-        if decision.at_ceiling:
+        if decision.yielded:
+            why = f"a later phase of another SDDC waits for a slot on {service}"
+        elif decision.at_ceiling:
             why = f"our ceiling on {self.service.value} (its pool's size) is {decision.ceiling} in flight"
         else:
             why = (
@@ -440,13 +471,15 @@ class SddcPhaseOperator(BaseOperator):
             )
         message = f"{step.description}: not started, {why} ({decision.in_flight} now); waiting for room"
         self.log.info("%s (deferred)", message)
-        run.event("phase_waiting", message, {"service": self.service.value, "in_flight": decision.in_flight})
+        run.event("phase_waiting", message, {"service": service, "in_flight": decision.in_flight})
+        self._before_slot_wait = None if sddc is None else (sddc, time.monotonic())
         self.defer(
             trigger=ServiceSlotTrigger(
                 ledger_url=run.ledger.url,
-                service=self.service.value,
+                service=service,
                 poll_s=run.pacer.policy.wait_poll_s,
                 log_fields=log_context.current(),
+                rank=self.slot_rank,
             ),
             method_name="resume_after_wait",
         )

@@ -331,11 +331,14 @@ class PhaseRun:
     def _holder(self, op: str, host_id: str | None) -> str:
         return "/".join((*self._ids, op, host_id or "-"))
 
-    def take_slot(self, service: str, op: str, host_id: str | None) -> SlotDecision | None:
-        """A slot on `service` for op's downstream task (None: pacing is off)."""
+    def take_slot(
+        self, service: str, op: str, host_id: str | None, *, yield_to_waiters: bool = False
+    ) -> SlotDecision | None:
+        """A slot on `service` for op's downstream task (None: no pacer)."""
         if self.pacer is None:
             return None
-        return self.pacer.acquire(service, self._holder(op, host_id), self.run_id)
+        holder = self._holder(op, host_id)
+        return self.pacer.acquire(service, holder, self.run_id, yield_to_waiters=yield_to_waiters)
 
     def give_slot(self, op: str, host_id: str | None) -> None:
         """op's task ended or was never started: its slot is free."""

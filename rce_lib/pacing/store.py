@@ -37,6 +37,8 @@ class SlotDecision:
     slots: float
     """Slots allowed now: the lower of the ceiling and the adaptive limit (inf: neither)."""
     ceiling: int | None = None
+    yielded: bool = False
+    """Refused though there was room: a later phase waits for it (rce_lib.pacing.wakeup)."""
 
     @property
     def at_ceiling(self) -> bool:
@@ -78,8 +80,11 @@ class Pacer:
 
     # ------------------------------------------------------------------ slots
 
-    def acquire(self, service: str, holder: str, run_id: str) -> SlotDecision:
-        """Take (or keep: a resumed holder) a slot on `service` if the limit has room."""
+    def acquire(
+        self, service: str, holder: str, run_id: str, *, yield_to_waiters: bool = False
+    ) -> SlotDecision:
+        """Take (or keep: a resumed holder) a slot on `service` if the limit has room.
+        `yield_to_waiters`: a later phase waits for the slot; a new holder is refused."""
         now = self._clock()
         with self._locked(service) as conn:
             self._expire(conn, service, now)
@@ -94,8 +99,8 @@ class Pacer:
                     update(table).where(table.c.holder == holder).values(expires_at=expires, run_id=run_id)
                 )
                 return SlotDecision(True, held, slots, ceiling)
-            if held >= slots:
-                return SlotDecision(False, held, slots, ceiling)
+            if held >= slots or yield_to_waiters:
+                return SlotDecision(False, held, slots, ceiling, yielded=held < slots)
             conn.execute(
                 table.insert().values(
                     holder=holder, service=service, run_id=run_id, acquired_at=_ts(now), expires_at=expires

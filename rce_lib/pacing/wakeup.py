@@ -1,23 +1,39 @@
-"""Wake a phase waiting for a slot as soon as one of its service's slots is given back.
+"""Wake a phase waiting for a slot as soon as one of its service's slots is given back, later
+phases first.
 
 Phases waiting for a slot poll the ledger (`wait_poll_s`); that alone costs every slot a
 fraction of a poll interval of idleness, at the bottleneck service too. Phases that run in
-the triggerer give their slots back in this very process, so a release here wakes the phase
-that has waited longest for that service: one slot, one waiter (no stampede of ledger reads).
-A release in another process (a worker, another triggerer) is seen at the waiter's next poll.
+the triggerer give their slots back in this very process, so a release here wakes one waiter
+(one slot, one waiter: no stampede of ledger reads): the one of the latest phase (`rank`),
+the longest waiting among those. A release in another process (a worker, another triggerer) is
+seen at the waiter's next poll.
+
+Later phases first, because a slot on vCenter that goes to the 200th precheck instead of an
+SDDC's vCenter upgrade holds back that SDDC's NSX upgrade: the wave's bottleneck sits idle
+while every SDDC is prechecked first. So a phase in this process also leaves a free slot to a
+later phase waiting here for it (`outranked`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
-from collections import deque
+from dataclasses import dataclass, field
 
-_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+
+@dataclass(frozen=True)
+class _Waiter:
+    rank: int
+    seq: int
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    event: asyncio.Event = field(compare=False)
+
 
 _lock = threading.Lock()
-_waiting: dict[str, deque[_Waiter]] = {}
+_waiting: dict[str, list[_Waiter]] = {}
+_seq = itertools.count()
 
 
 def _after_fork_in_child() -> None:
@@ -30,23 +46,31 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def given_back(service: str) -> None:
-    """A slot on `service` was given back in this process: wake its longest waiter (any thread)."""
+    """A slot on `service` was given back in this process: wake its first waiter (any thread)."""
     with _lock:
-        queue = _waiting.get(service)
+        queue = _waiting.get(service, [])
         while queue:
-            loop, event = queue.popleft()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
+            first = max(queue, key=lambda w: (w.rank, -w.seq))
+            queue.remove(first)
+            if not first.loop.is_closed():
+                first.loop.call_soon_threadsafe(first.event.set)
                 return
 
 
-async def given_back_or_timeout(service: str, timeout: float) -> bool:
-    """Wait until a slot on `service` is given back here (True) or `timeout` passes (False)."""
-    waiter: _Waiter = (asyncio.get_running_loop(), asyncio.Event())
+def outranked(service: str, rank: int) -> bool:
+    """Whether a later phase than `rank` waits here for a slot on `service`."""
     with _lock:
-        _waiting.setdefault(service, deque()).append(waiter)
+        return any(w.rank > rank for w in _waiting.get(service, ()))
+
+
+async def given_back_or_timeout(service: str, timeout: float, rank: int = 0) -> bool:
+    """Wait until a slot on `service` is given back here for this waiter (True) or `timeout`
+    passes (False). `rank`: the waiting phase's place in the order of phases."""
+    waiter = _Waiter(rank, next(_seq), asyncio.get_running_loop(), asyncio.Event())
+    with _lock:
+        _waiting.setdefault(service, []).append(waiter)
     try:
-        await asyncio.wait_for(waiter[1].wait(), timeout)
+        await asyncio.wait_for(waiter.event.wait(), timeout)
         return True
     except TimeoutError:
         return False

@@ -1,4 +1,4 @@
-"""Wait, in the triggerer, until a downstream service's adaptive limit has room again."""
+"""Wait, in the triggerer, until a downstream service has room for one more task of ours."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from rce_lib.triggers import _ledger
 
 
 class ServiceSlotTrigger(BaseTrigger):
-    """Fires once `service` has room under its adaptive limit (rce_lib.pacing).
+    """Fires once `service` has room under its ceiling and adaptive limit (rce_lib.pacing),
+    and no later phase (`rank`) waits for it in this process (rce_lib.pacing.wakeup).
 
     It only observes: the operator then takes the slot atomically (`Pacer.acquire`)
-    and defers again if another phase took it first. While the limit is closed a
-    waiting phase costs no worker and sends the service nothing.
+    and defers again if another phase took it first. While it waits a phase costs no
+    worker and sends the service nothing.
     """
 
     def __init__(
@@ -27,8 +28,10 @@ class ServiceSlotTrigger(BaseTrigger):
         service: str,
         poll_s: float = 5.0,
         log_fields: dict[str, Any] | None = None,
+        rank: int = 0,
     ) -> None:
         super().__init__()
+        self.rank = rank
         self.ledger_url = _ledger.masked(ledger_url) or ledger_url  # no password in the trigger table
         self.service = service
         self.poll_s = poll_s
@@ -42,6 +45,7 @@ class ServiceSlotTrigger(BaseTrigger):
                 "service": self.service,
                 "poll_s": self.poll_s,
                 "log_fields": self.log_fields,
+                "rank": self.rank,
             },
         )
 
@@ -59,6 +63,6 @@ class ServiceSlotTrigger(BaseTrigger):
 
         pacer = Pacer(Ledger(await _ledger.resolved(self.ledger_url)))
         has_room = sync_to_async(pacer.has_room, thread_sensitive=False)
-        while not await has_room(self.service):
-            await wakeup.given_back_or_timeout(self.service, self.poll_s)
+        while wakeup.outranked(self.service, self.rank) or not await has_room(self.service):
+            await wakeup.given_back_or_timeout(self.service, self.poll_s, self.rank)
         yield TriggerEvent({"status": "room", "service": self.service})

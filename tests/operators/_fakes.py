@@ -139,7 +139,9 @@ class FakeRun:
     def progress(self) -> Progress | None:
         return self.ledger_progress
 
-    def take_slot(self, service: str, op: str, host_id: str | None) -> None:
+    def take_slot(
+        self, service: str, op: str, host_id: str | None, *, yield_to_waiters: bool = False
+    ) -> None:
         return None
 
     def give_slot(self, op: str, host_id: str | None) -> None:

@@ -96,3 +96,38 @@ def test_sustained_refusals_close_the_limit_and_the_phase_gives_its_slot_back(
     [vcenter] = Pacer(ledger).states()
     assert vcenter.limit == 1.0 and vcenter.in_flight == 0
     assert fleet.counters()["retry_after_violations"]["count"] == 0
+
+
+def _sddc_reads(fleet: Any) -> int:
+    route = ("GET", "/api/v1/sddcs/{sddc_id}")
+    return sum(int(r["count"]) for r in fleet.counters()["requests"] if (r["method"], r["route"]) == route)
+
+
+@pytest.mark.usefixtures("worker_resumes")
+def test_at_its_services_ceiling_a_phase_waits_then_starts_on_the_sddc_it_had_read(
+    fleet: Any, ledger: Ledger
+) -> None:
+    """The pool's size in the ledger, all of it held by another run: the phase waits without
+    starting anything; once a slot is given back the same phase object (as in the triggerer)
+    decides again on the SDDC it read before the wait and starts, with no second read."""
+    pacer = Pacer(ledger)
+    pacer.set_ceilings({"vcenter": 1}, "test")
+    pacer.acquire("vcenter", "other-1", "another-run")
+    fleet.reset_counters()
+    op = _vcenter()
+    context = {"run_id": RUN, "ti": Ti()}
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert _starts(fleet) == 0, "started work on a service at its ceiling"
+    [waiting] = ledger.events(kinds=["phase_waiting"])
+    assert "our ceiling on vcenter (its pool's size) is 1 in flight (1 now)" in waiting.message
+    reads = _sddc_reads(fleet)
+
+    pacer.release("other-1")
+    event = asyncio.run(asyncio.wait_for(deferred.value.trigger.run().__anext__(), timeout=10))
+    op.resume_after_wait(context, event.payload)
+    assert _starts(fleet) == 1
+    target = fleet.request("GET", f"/api/v1/releases/{TARGET}").json()["components"]["vcenter"]
+    assert fleet.sddc("sddc-0001")["components"]["vcenter"] == target
+    # after the wait: no read of the SDDC before the start (only the postcondition's, at the end)
+    assert _sddc_reads(fleet) - reads <= 1

@@ -141,6 +141,15 @@ def test_the_lower_of_the_ceiling_and_a_closed_limit_binds(ledger: Ledger) -> No
     assert pacer.ceiling("nsx") is None and pacer.acquire("nsx", "new", "run-1").granted
 
 
+def test_a_new_holder_yields_to_a_later_phase_but_a_holder_keeps_its_slot(ledger: Ledger) -> None:
+    pacer = Pacer(ledger, POLICY)
+    assert pacer.acquire("vcenter", "kept", "run-1").granted
+    decision = pacer.acquire("vcenter", "new", "run-1", yield_to_waiters=True)
+    assert (decision.granted, decision.yielded) == (False, True)
+    assert pacer.acquire("vcenter", "kept", "run-1", yield_to_waiters=True).granted
+    assert [s.in_flight for s in pacer.states()] == [1]
+
+
 def _grab(url: str, holder: str, barrier: Any, out: Any) -> None:
     # A child stuck for 25 s prints where (pytest shows it) and exits, instead of hanging.
     faulthandler.dump_traceback_later(25, exit=True)

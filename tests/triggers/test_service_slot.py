@@ -75,3 +75,36 @@ def test_a_slot_given_back_in_this_process_wakes_the_longest_waiter_at_once(tmp_
     assert woke_after < 2.0
     assert not second_woken
     assert wakeup.waiting("nsx") == 0
+
+
+def test_a_slot_given_back_goes_to_the_latest_phase_waiting_first(tmp_path: Path) -> None:
+    """A precheck waiting longer than a vCenter upgrade still lets it go first: feeding an SDDC
+    on towards NSX (the bottleneck) beats starting one more SDDC. While the later phase waits,
+    the precheck's trigger does not fire even with room."""
+    url = f"sqlite:///{tmp_path}/l.db"
+    pacer = Pacer(Ledger(url))
+    pacer.set_ceilings({"vcenter": 1}, "test")
+    assert pacer.acquire("vcenter", "a", "run-1").granted
+
+    async def scenario() -> list[str]:
+        fired: list[str] = []
+
+        async def wait(name: str, rank: int) -> None:
+            gen = ServiceSlotTrigger(ledger_url=url, service="vcenter", poll_s=60, rank=rank).run()
+            await gen.__anext__()
+            fired.append(name)
+            await gen.aclose()
+
+        precheck = asyncio.ensure_future(wait("precheck", 0))
+        await asyncio.sleep(0.3)
+        vcenter = asyncio.ensure_future(wait("upgrade_vcenter", 2))
+        await asyncio.sleep(0.3)
+        assert wakeup.outranked("vcenter", 0) and not wakeup.outranked("vcenter", 2)
+        await asyncio.to_thread(pacer.release, "a")
+        await asyncio.wait_for(vcenter, timeout=5)
+        await asyncio.sleep(0.3)
+        assert not precheck.done()  # room, but woken only by the next slot given back
+        precheck.cancel()
+        return fired
+
+    assert asyncio.run(scenario()) == ["upgrade_vcenter"]
