@@ -461,12 +461,13 @@ class SddcPhaseOperator(BaseOperator):
         if decision is None or decision.granted or run.pacer is None:
             return
         if decision.yielded:
+            wakeup.given_back(service)  # there is room: the later phase takes it now, not at its next poll
             why = f"a later phase of another SDDC waits for a slot on {service}"
         elif decision.at_ceiling:
-            why = f"our ceiling on {self.service.value} (its pool's size) is {decision.ceiling} in flight"
+            why = f"our ceiling on {service} (its pool's size) is {decision.ceiling} in flight"
         else:
             why = (
-                f"{self.service.value} has refused our starts lately and our limit on it is "
+                f"{service} has refused our starts lately and our limit on it is "
                 f"{decision.slots:.0f} in flight"
             )
         message = f"{step.description}: not started, {why} ({decision.in_flight} now); waiting for room"

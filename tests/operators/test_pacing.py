@@ -5,6 +5,7 @@ meets close the service's shared limit (rce_lib.pacing)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -131,3 +132,29 @@ def test_at_its_services_ceiling_a_phase_waits_then_starts_on_the_sddc_it_had_re
     assert fleet.sddc("sddc-0001")["components"]["vcenter"] == target
     # after the wait: no read of the SDDC before the start (only the postcondition's, at the end)
     assert _sddc_reads(fleet) - reads <= 1
+
+
+@pytest.mark.usefixtures("worker_resumes")
+def test_a_phase_leaves_a_free_slot_to_a_later_phase_waiting_here_and_wakes_it(
+    fleet: Any, ledger: Ledger
+) -> None:
+    """A rollback waits in this process for a vCenter slot: the vCenter upgrade, though there is
+    room, starts nothing, waits behind it and wakes it at once (not at its next poll)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rce_lib.pacing import wakeup
+
+    with ThreadPoolExecutor(1) as pool:
+        rollback = pool.submit(asyncio.run, wakeup.given_back_or_timeout("vcenter", 30.0, rank=6))
+        deadline = time.monotonic() + 5
+        while not wakeup.outranked("vcenter", 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fleet.reset_counters()
+        with pytest.raises(TaskDeferred) as deferred:
+            _vcenter().execute({"run_id": RUN, "ti": Ti()})
+        assert rollback.result(timeout=5) is True  # woken by the phase that left it the slot
+    assert isinstance(deferred.value.trigger, ServiceSlotTrigger) and deferred.value.trigger.rank == 2
+    assert _starts(fleet) == 0
+    [waiting] = ledger.events(kinds=["phase_waiting"])
+    assert "a later phase of another SDDC waits for a slot on vcenter" in waiting.message
+    assert sum(s.in_flight for s in Pacer(ledger).states()) == 0  # no slot taken
