@@ -12,6 +12,7 @@ without lost or doubled writes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,11 +23,14 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, select
 
+from rce_lib.api.services import POOL_FOR_SERVICE
 from rce_lib.devenv.airflow_distributed import DistributedAirflow
+from rce_lib.devenv.airflow_local import REPO_ROOT
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.devenv.processes import descendants
 from rce_lib.ledger import Ledger, schema
 from rce_lib.ledger.models import EventKind, Phase, Status
+from rce_lib.pacing.store import Pacer
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -215,6 +219,10 @@ def test_wave_survives_a_killed_celery_worker_without_duplicate_work(
 
     # -- the ledger (PostgreSQL, written by both workers): one record per step, consistent generations
     ledger = Ledger(airflow.ledger_url)
+    # the scheduler copied the pools' sizes into this PostgreSQL ledger when the run started
+    pools = json.loads((REPO_ROOT / "include" / "pools.json").read_text())
+    for service, pool in POOL_FOR_SERVICE.items():
+        assert Pacer(ledger).ceiling(service.value) == pools[pool]["slots"], service
     progress = {p.sddc_id: p for p in ledger.list_progress(rollout=ROLLOUT, wave=WAVE, run_id=run_id)}
     assert sorted(progress) == sddcs
     assert {p.status for p in progress.values()} == {Status.SUCCEEDED}
