@@ -30,7 +30,10 @@ What each kill kind kills (SIGKILL, no warning):
   its task leaves the task queued (see the operator below).
 * task: one running task process (`airflow worker -- <ti id>`); its worker reports it.
 
-Kinds are dealt from a seeded deck (every 4 kills in a row hold each kind once). Kill i
+By default every phase runs in the triggerer and no worker or task process runs any of the
+wave's work, so the soak kills the scheduler and the triggerer; `phases_on_workers`
+(RCE_PHASES_IN_TRIGGERER=off) puts the phases on workers and adds worker and task kills.
+Kinds are dealt from a seeded deck (every len(kinds) kills in a row hold each kind once). Kill i
 comes at the earlier of a seeded random gap after the previous one recovered, and the wave's
 progress (read from the simulator: components and hosts at the target) passing
 80% * i / (kills + 1), so that every kill lands while the wave still runs whatever the
@@ -76,6 +79,10 @@ from rce_lib.devenv.processes import Group, start_group
 
 KillKind = Literal["scheduler", "worker", "task", "triggerer"]
 KILL_KINDS: tuple[KillKind, ...] = get_args(KillKind)
+#: with the phases in the triggerer (the default) no worker runs a phase: nothing of the wave's
+#: work runs in a worker or a task process to be killed, so the soak kills what does run it
+TRIGGERER_KINDS: tuple[KillKind, ...] = ("scheduler", "triggerer")
+ON_WORKERS_ONLY: tuple[KillKind, ...] = ("worker", "task")
 SOURCE_VERSION = "1.25.0"
 TARGET_VERSION = "1.26.0"
 WAVE = "soak"
@@ -139,7 +146,9 @@ class SoakSettings:
     fleet_seed: int = 42
     time_scale: float | None = None
     minutes: float | None = None
-    kinds: tuple[KillKind, ...] = KILL_KINDS
+    kinds: tuple[KillKind, ...] = TRIGGERER_KINDS
+    #: the phases run on workers (RCE_PHASES_IN_TRIGGERER=off), where worker and task kills hit them
+    phases_on_workers: bool = False
     gap_s: tuple[float, float] | None = None
     timeout_s: float = 900.0
     log: Callable[[str], None] = print
@@ -164,6 +173,12 @@ class SoakSettings:
         unknown = [k for k in self.kinds if k not in KILL_KINDS]
         if not self.kinds or unknown:
             raise SoakError(f"kill kinds must be some of {', '.join(KILL_KINDS)} (got {list(self.kinds)})")
+        idle = [k for k in self.kinds if k in ON_WORKERS_ONLY]
+        if idle and not self.phases_on_workers:
+            raise SoakError(
+                f"kill kinds {', '.join(idle)} need --phases-on-workers: with the phases in the "
+                "triggerer (the default) no worker or task process runs them"
+            )
         if self.gap_s is not None and not 0 <= self.gap_s[0] <= self.gap_s[1]:
             raise SoakError(f"the gap between kills must be 0 <= min <= max (got {self.gap_s})")
 
@@ -650,7 +665,11 @@ class Soak:
             home=home,
             sim_url=self.sim_url,
             sim_token=SIM_TOKEN,
-            extra_env={**AIRFLOW_ENV, "RCE_ROLLOUT_PLAN": str(plan_path)},
+            extra_env={
+                **AIRFLOW_ENV,
+                "RCE_ROLLOUT_PLAN": str(plan_path),
+                **({"RCE_PHASES_IN_TRIGGERER": "off"} if s.phases_on_workers else {}),
+            },
         )
         self.deployment = Deployment(local)
         self.log("soak: starting airflow standalone ...")
@@ -1127,8 +1146,14 @@ def register(subparsers: Any) -> None:
     )
     soak.add_argument(
         "--kinds",
-        default=",".join(KILL_KINDS),
-        help=f"comma-separated kill kinds to draw from (default {','.join(KILL_KINDS)})",
+        default=None,
+        help=f"comma-separated kill kinds to draw from (default {','.join(TRIGGERER_KINDS)}; "
+        f"with --phases-on-workers {','.join(KILL_KINDS)})",
+    )
+    soak.add_argument(
+        "--phases-on-workers",
+        action="store_true",
+        help="run the phases on workers (RCE_PHASES_IN_TRIGGERER=off): worker and task kills hit them",
     )
     soak.add_argument(
         "--home", type=Path, default=None, help="fresh AIRFLOW_HOME (default var/soak/run-<time>)"
@@ -1141,7 +1166,10 @@ def register(subparsers: Any) -> None:
 def run_soak_cli(args: argparse.Namespace) -> int:
     from rce_lib.cli import CommandError
 
-    kinds = tuple(k.strip() for k in str(args.kinds).split(",") if k.strip())
+    on_workers = bool(getattr(args, "phases_on_workers", False))
+    default_kinds = KILL_KINDS if on_workers else TRIGGERER_KINDS
+    raw_kinds = ",".join(default_kinds) if args.kinds is None else str(args.kinds)
+    kinds = tuple(k.strip() for k in raw_kinds.split(",") if k.strip())
     timeout = args.timeout
     if timeout is None:
         timeout = max(900.0, 3 * 60 * (args.minutes or 0))
@@ -1155,6 +1183,7 @@ def run_soak_cli(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             minutes=args.minutes,
             kinds=kinds,  # type: ignore[arg-type]  # validated just below
+            phases_on_workers=on_workers,
             timeout_s=timeout,
             log=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True),
         )

@@ -357,7 +357,7 @@ class SddcPhaseOperator(BaseOperator):
                 derived = None  # not done on a derived state: read the real one
                 continue
             if isinstance(step, Done):
-                return self.on_done(run, replace(step, did_nothing=step.did_nothing and not acted))
+                return self.finish(run, replace(step, did_nothing=step.did_nothing and not acted))
             if isinstance(step, Wait):
                 self.wait(run, step.seconds, step.message)
             assert isinstance(step, Start)
@@ -397,6 +397,13 @@ class SddcPhaseOperator(BaseOperator):
             self.log.info("%s: waiting for downstream task %s (%s)", step.description, task.id, task.status)
             self.defer_on_task(run, step, sddc, task, generation, time.monotonic() - started, next_poll)
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
+
+    def finish(self, run: PhaseRun, step: Done) -> Any:
+        """The goal holds, so every task of this phase has ended: no slot of the SDDC's is
+        needed any more (one held for a task a cut-off execution never saw end is given back)."""
+        if run.give_all_slots():
+            self.log.info("gave back the service slots of tasks that ended unseen")
+        return self.on_done(run, step)
 
     def defer_on_task(
         self,

@@ -345,6 +345,15 @@ class PhaseRun:
         if self.pacer is not None:
             self.pacer.release(self._holder(op, host_id))
 
+    def give_all_slots(self) -> int:
+        """The phase is done, so every task of this SDDC has ended: give back any slot still
+        held for one. A phase cut off while its task ran (a killed triggerer or worker) and then
+        found the goal true never saw that task end; its slot would count against the service
+        until the run's end."""
+        if self.pacer is None:
+            return 0
+        return self.pacer.release_prefix("/".join(self._ids) + "/")
+
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         rollout, wave, sddc_id = self._ids
         self.ledger.append_event(

@@ -119,6 +119,17 @@ class Pacer:
         wakeup.given_back(str(service))
         return True
 
+    def release_prefix(self, prefix: str) -> int:
+        """Give back every slot whose holder starts with `prefix` (one SDDC's, at a phase's end)."""
+        table = schema.service_slots
+        mine = table.c.holder.startswith(prefix, autoescape=True)
+        with self.ledger.transaction(write=True) as conn:
+            services = list(conn.execute(select(table.c.service).where(mine)).scalars())
+            conn.execute(delete(table).where(mine))
+        for service in services:
+            wakeup.given_back(str(service))
+        return len(services)
+
     def release_run(self, run_id: str) -> int:
         """Give back every slot a DAG run still holds (its end: nothing of it is waited on)."""
         table = schema.service_slots

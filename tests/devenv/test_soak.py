@@ -311,3 +311,12 @@ def test_a_run_that_did_not_end_says_what_it_waited_on(tmp_path: Path) -> None:
     soak.result.run_state = "running"
     failed = dict((name, detail) for name, ok, detail in soak.result.criteria() if not ok)
     assert "bulk.upgrade_hosts[1]=deferred on PhaseTrigger" in failed["the wave run succeeded"]
+
+
+def test_worker_and_task_kills_need_the_phases_on_workers(tmp_path: Path) -> None:
+    """By default every phase runs in the triggerer: a worker or task kill would hit nothing of
+    the wave, and the soak would pass off other kinds' kills as those."""
+    assert SoakSettings(home=tmp_path).kinds == ("scheduler", "triggerer")
+    with pytest.raises(SoakError, match="need --phases-on-workers"):
+        SoakSettings(home=tmp_path, kinds=KILL_KINDS).validate()
+    SoakSettings(home=tmp_path, kinds=KILL_KINDS, phases_on_workers=True).validate()

@@ -147,6 +147,9 @@ class FakeRun:
     def give_slot(self, op: str, host_id: str | None) -> None:
         pass
 
+    def give_all_slots(self) -> int:
+        return 0
+
     def typical_duration(self, op: str) -> float | None:
         return None
 

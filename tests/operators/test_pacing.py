@@ -158,3 +158,29 @@ def test_a_phase_leaves_a_free_slot_to_a_later_phase_waiting_here_and_wakes_it(
     [waiting] = ledger.events(kinds=["phase_waiting"])
     assert "a later phase of another SDDC waits for a slot on vcenter" in waiting.message
     assert sum(s.in_flight for s in Pacer(ledger).states()) == 0  # no slot taken
+
+
+@pytest.mark.usefixtures("worker_resumes")
+def test_a_phase_that_finds_its_goal_done_gives_back_a_slot_its_cut_off_execution_held(
+    fleet: Any, ledger: Ledger
+) -> None:
+    """An execution killed while its task ran (the slot still held), the task ended meanwhile:
+    the next execution finds the goal true and never settles that task, so it gives back every
+    slot of the SDDC. Held for good, such slots would fill the service's ceiling (seen in the
+    crash soak: the 8 NSX slots held, the wave stuck). Another SDDC's slot is kept."""
+    from rce_lib.operators.snapshot import SnapshotOperator
+
+    context = {"run_id": RUN, "ti": Ti()}
+    snapshot = SnapshotOperator(
+        task_id="snapshot", sddc_id="sddc-0001", target_version=TARGET, rollout=R, wave=W, poll_min_s=0.05
+    )
+    snapshot.execute(context)  # the restore point the vCenter phase's reconciliation asks for
+    _vcenter().execute(context)  # upgrades vCenter (inline wait)
+    pacer = Pacer(ledger)
+    pacer.set_ceilings({"vcenter": 2}, "test")
+    assert pacer.acquire("vcenter", f"{R}/{W}/sddc-0001/vcenter/-", RUN).granted  # the cut-off one
+    assert pacer.acquire("vcenter", f"{R}/{W}/sddc-0002/vcenter/-", RUN).granted
+    assert not pacer.has_room("vcenter")
+    _vcenter().execute(context)  # the goal holds
+    assert [(s.service, s.in_flight) for s in pacer.states()] == [("vcenter", 1)]
+    assert not pacer.release(f"{R}/{W}/sddc-0001/vcenter/-") and pacer.release(f"{R}/{W}/sddc-0002/vcenter/-")

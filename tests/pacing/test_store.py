@@ -150,6 +150,16 @@ def test_a_new_holder_yields_to_a_later_phase_but_a_holder_keeps_its_slot(ledger
     assert [s.in_flight for s in pacer.states()] == [1]
 
 
+def test_release_prefix_takes_one_sddcs_slots_only(ledger: Ledger) -> None:
+    """Holders are rollout/wave/sddc/op/host; `_` and `%` in a name are not wildcards."""
+    pacer = Pacer(ledger, POLICY)
+    for holder in ("r_1/w/sddc-0001/nsx/-", "r_1/w/sddc-0001/host_enter/h1", "r_1/w/sddc-0002/nsx/-"):
+        assert pacer.acquire("nsx", holder, "run-1").granted
+    assert pacer.acquire("nsx", "rx1/w/sddc-0001/nsx/-", "run-1").granted
+    assert pacer.release_prefix("r_1/w/sddc-0001/") == 2
+    assert pacer.states()[0].in_flight == 2
+
+
 def _grab(url: str, holder: str, barrier: Any, out: Any) -> None:
     # A child stuck for 25 s prints where (pytest shows it) and exits, instead of hanging.
     faulthandler.dump_traceback_later(25, exit=True)
