@@ -235,7 +235,9 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                     **common,
                 ),
             ]
-            for phase in phases:
+            # The precheck starts on a worker, under its pool: only a worker renders
+            # map_index_template, so its row in the grid names each SDDC (the others show the map index)
+            for phase in phases[1:]:
                 _start_in_triggerer(phase, wave)
             rollback = RollbackOperator(
                 task_id="rollback",

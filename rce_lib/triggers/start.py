@@ -1,4 +1,5 @@
-"""Start a task in the triggerer, with no worker at all: admit and every phase but rollback.
+"""Start a task in the triggerer, with no worker at all: admit and every phase but precheck
+and rollback (the precheck's worker renders the SDDC id as the grid's map index).
 
 Every SDDC of a wave starts with `admit` at once: at N = 200 that was 200 task processes
 queued behind the scheduler and the executor before the first precheck could start, about

@@ -222,16 +222,14 @@ def test_the_wave_dags_admit_and_postcheck_tasks_start_in_the_triggerer(
             assert kwargs["from_params"] == {"target_version": "target_version"}
             assert "sddc_id" not in kwargs["static"]  # rendered from the slice at the map index
             assert all("{{" not in str(v) for v in kwargs["static"].values())
-        precheck = dag.get_task(f"{group}.precheck").start_trigger_args.trigger_kwargs
-        assert precheck["xcom_lengths"] == {"cohort_size": "resolve_cohort"}
-        assert precheck["static"]["max_fail_percentage"] == wave.max_fail_percentage
+        # the precheck runs on a worker, the one task of the group that renders the SDDC id
+        assert not dag.get_task(f"{group}.precheck").start_from_trigger
         nsx = dag.get_task(f"{group}.upgrade_nsx").start_trigger_args.trigger_kwargs
         assert nsx["static"]["respect_maintenance_windows"] == wave.respect_maintenance_windows
     assert not dag.get_task("bulk.rollback").start_from_trigger  # starts after a failure, on a worker
 
 
 SERVICE_PHASES = {
-    "precheck": "vcenter",
     "snapshot": "vcenter",
     "upgrade_vcenter": "vcenter",
     "upgrade_nsx": "nsx",
@@ -243,7 +241,7 @@ def test_with_phases_in_triggerer_off_admit_starts_on_a_worker(monkeypatch: pyte
     monkeypatch.setenv("RCE_PHASES_IN_TRIGGERER", "off")
     plan = _plan()
     dag = build_wave_dag(plan, plan.effective_waves()[0])
-    for task_id in ("admit", *SERVICE_PHASES, "postcheck"):
+    for task_id in ("admit", "precheck", *SERVICE_PHASES, "postcheck"):
         assert dag.get_task(f"bulk.{task_id}").start_from_trigger is False
 
 
