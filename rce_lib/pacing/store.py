@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Connection, delete, func, select, text, update
 
 from rce_lib.ledger import Ledger, schema
 from rce_lib.pacing import wakeup
@@ -110,32 +110,22 @@ class Pacer:
 
     def release(self, holder: str) -> bool:
         """Give a slot back (the task ended, or was never started); False if it was not held."""
-        table = schema.service_slots
-        with self.ledger.transaction(write=True) as conn:
-            service = conn.execute(select(table.c.service).where(table.c.holder == holder)).scalar()
-            if service is None:
-                return False
-            conn.execute(delete(table).where(table.c.holder == holder))
-        wakeup.given_back(str(service))
-        return True
+        return self._release(schema.service_slots.c.holder == holder) > 0
 
     def release_prefix(self, prefix: str) -> int:
         """Give back every slot whose holder starts with `prefix` (one SDDC's, at a phase's end)."""
-        table = schema.service_slots
-        mine = table.c.holder.startswith(prefix, autoescape=True)
-        with self.ledger.transaction(write=True) as conn:
-            services = list(conn.execute(select(table.c.service).where(mine)).scalars())
-            conn.execute(delete(table).where(mine))
-        for service in services:
-            wakeup.given_back(str(service))
-        return len(services)
+        return self._release(schema.service_slots.c.holder.startswith(prefix, autoescape=True))
 
     def release_run(self, run_id: str) -> int:
         """Give back every slot a DAG run still holds (its end: nothing of it is waited on)."""
+        return self._release(schema.service_slots.c.run_id == run_id)
+
+    def _release(self, which: ColumnElement[bool]) -> int:
+        """Delete the slots `which` selects; each wakes a phase waiting here for its service."""
         table = schema.service_slots
         with self.ledger.transaction(write=True) as conn:
-            services = list(conn.execute(select(table.c.service).where(table.c.run_id == run_id)).scalars())
-            conn.execute(delete(table).where(table.c.run_id == run_id))
+            services = list(conn.execute(select(table.c.service).where(which)).scalars())
+            conn.execute(delete(table).where(which))
         for service in services:
             wakeup.given_back(str(service))
         return len(services)
