@@ -6,32 +6,26 @@ from __future__ import annotations
 from rce_lib.plan.model import RolloutPlan, Wave
 
 _RESUME = """
-**Resume after a failure:** fix the cause, then clear the failed task (grid → the task → *Clear* →
-*Only failed*; or `airflow tasks clear {dag_id} -t '^(canary|bulk)\\.' --only-failed -y`). The
-phase re-reads the SDDC from the API, skips what is already true, re-attaches to a downstream task
-that is still running and replays its own start (same Idempotency-Key): nothing is applied twice.
+**Resume:** fix the cause, then clear this task (*Clear* → *Only failed*): it re-reads the SDDC,
+skips what is done and re-attaches to work still running; nothing is applied twice.
 """
 
 _KILL = """
-**Kill switch:** the Variable `rce_kill_switch` (every wave) or `rce_kill_switch_{wave}` set to
-anything but `""`/`0`/`false`/`off`/`no` (write why: it is shown as the reason) stops new work
-within one poll: this task fails with `KILL_SWITCH`. Delete the Variable (or set `off`) and clear
-the failed tasks to resume.
+**Kill switch:** the Variable `rce_kill_switch` or `rce_kill_switch_{wave}` (its value is shown as
+the reason) fails new work with `KILL_SWITCH`; delete it and clear the failed tasks to resume.
 """
 
 _PHASE = """
 #### `{task}` (one SDDC: {what})
 
-Runs in pool `{pool}` (bounds the work in flight on that service). It first reads the SDDC's real
-state: if the {noun} is already done it succeeds at once (`phase_skipped` in the ledger); if the
-ledger knows a downstream task still running it re-attaches to it; otherwise it starts the task
-with a deterministic Idempotency-Key and waits for it deferred (no worker slot held), polling with
-a growing interval. Progress, attempts, task ids and errors go to the ledger (`rce status`).
-
-A downstream verdict (the task ended FAILED, the SDDC is not fit) fails this task for good and
-`rollback` restores the snapshot; an error of our own (API unreachable, worker killed) is retried
-(`retries=2`) and otherwise leaves the SDDC as it is, for you to clear.
+Pool `{pool}`. It reads the SDDC first: {noun} already done → success (`phase_skipped`); a
+downstream task still running → re-attach; otherwise it starts one (deterministic
+Idempotency-Key) and waits deferred. A downstream verdict fails it for good (then `rollback`); an
+error of ours is retried (`retries=2`), else the SDDC stays as it is, for you to clear.
 """
+
+# The task docs stay short on purpose: every task of the serialized DAG carries its own, and the
+# triggerer is sent the whole serialized DAG for every task it starts. The DAG's doc says more.
 
 
 def dag_doc(plan: RolloutPlan, wave: Wave) -> str:

@@ -50,5 +50,5 @@ def test_phase_docs_say_how_to_resume_and_stop() -> None:
     for task_id in ("canary.precheck", "bulk.upgrade_hosts", "canary.admit"):
         doc = dag.get_task(task_id).doc_md or ""
         assert "Only failed" in doc and "rce_kill_switch_first" in doc, task_id
-    assert "pool `rce_esx`" in (dag.get_task("bulk.upgrade_hosts").doc_md or "")
+    assert "Pool `rce_esx`" in (dag.get_task("bulk.upgrade_hosts").doc_md or "")
     assert "crashed" in (dag.get_task("canary_gate").doc_md or "")

@@ -60,7 +60,8 @@ class Exclusion(_Frozen):
 
 
 class Cohort(_Frozen):
-    """The result of selection: members in run order, exclusions sorted by id."""
+    """The result of selection: members in run order (the canary slice, then the most hosts
+    first), exclusions sorted by id."""
 
     wave: str
     target_version: str
@@ -122,6 +123,15 @@ def _is_canary(sddc: SddcSummary) -> bool:
 def _selection_order(sddc: SddcSummary) -> tuple[int, str]:
     """SDDCs labelled canary=true are taken (and run) first, then by id: stable across runs."""
     return (0 if _is_canary(sddc) else 1, sddc.id)
+
+
+def _run_order(sddc: SddcSummary) -> tuple[int, str]:
+    """After the canary slice, the SDDCs with the most hosts run first (longest job first).
+
+    Hosts are upgraded one at a time, so an SDDC's host phase is the longest part of its upgrade
+    and grows with its hosts; a big SDDC that reached it last would end the wave alone, long
+    after every other SDDC. Which SDDCs are taken does not change, only their order."""
+    return (-sddc.host_count, sddc.id)
 
 
 def _check_override(sddc_ids: Sequence[str] | None) -> list[str] | None:
@@ -203,7 +213,8 @@ def select_cohort(
     widens it, and replaces the wave size). Each is dropped with the first reason
     that applies; the eligible rest are ordered canary-labelled first then by id,
     and the first `size` (count, or N% of the eligible rounded up) are taken; the
-    first `canary_size` of those are the canary slice.
+    first `canary_size` of those are the canary slice. The others run largest first
+    (most hosts; then by id).
 
     `claimed` are ids held by other active waves, `taken` ids handled by earlier waves of the
     plan (for either, a mapping id -> wave names the wave in the detail).
@@ -251,11 +262,11 @@ def select_cohort(
         Exclusion(sddc_id=sddc.id, reason=ExclusionReason.OVER_SIZE, detail=f"wave size {wave.size} reached")
         for sddc in over
     )
+    canary, rest = chosen[: wave.canary_size], sorted(chosen[wave.canary_size :], key=_run_order)
     members = [
-        CohortMember(
-            sddc_id=sddc.id, region=sddc.region, version=sddc.version, canary=index < wave.canary_size
-        )
-        for index, sddc in enumerate(chosen)
+        CohortMember(sddc_id=sddc.id, region=sddc.region, version=sddc.version, canary=canary_member)
+        for canary_member, group in ((True, canary), (False, rest))
+        for sddc in group
     ]
     excluded.sort(key=lambda item: (item.sddc_id, item.reason.value))
     return Cohort(

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import Asset, TriggerRule
+from airflow.sdk.definitions.param import process_params
 from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+from airflow.serialization.serialized_objects import DagSerialization
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
 from rce_lib.api.services import POOL_FOR_SERVICE
@@ -155,6 +157,17 @@ def test_wave_params_follow_the_plan(bag: DagBag, plan: RolloutPlan) -> None:
         assert params.get_param("max_parallel").schema["minimum"] == 1
         assert params.get_param("sddc_ids").schema["items"]["pattern"] == SDDC_ID_PATTERN
         assert params.get_param("dry_run").value is False
+
+
+def test_tasks_render_the_dags_params_without_a_copy_each(bag: DagBag, plan: RolloutPlan) -> None:
+    dag = bag.dags[plan.effective_waves()[0].dag_id]
+    serialized = DagSerialization.to_dict(dag)["dag"]
+    assert serialized["params"], "the trigger form needs the DAG's params"
+    assert [task["__var"]["task_id"] for task in serialized["tasks"] if "params" in task["__var"]] == []
+    task = dag.get_task("canary.upgrade_nsx")
+    rendered = process_params(dag, task, {"target_version": "9.9.9"}, suppress_exception=False)
+    assert rendered["target_version"] == "9.9.9"
+    assert rendered["dry_run"] is False
 
 
 def test_after_waves_run_on_the_promoted_asset(bag: DagBag, plan: RolloutPlan) -> None:

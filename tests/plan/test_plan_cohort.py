@@ -22,6 +22,7 @@ def sddc(
     region: str = "us-east-1",
     version: str = "1.25.0",
     status: str = "READY",
+    host_count: int = 3,
     **labels: str,
 ) -> SddcSummary:
     """An inventory entry as the API would list it."""
@@ -32,7 +33,7 @@ def sddc(
             "region": region,
             "version": version,
             "status": status,
-            "host_count": 3,
+            "host_count": host_count,
             "labels": labels,
         }
     )
@@ -162,6 +163,16 @@ def test_canary_labelled_sddcs_are_taken_first_and_form_the_canary_slice() -> No
     assert cohort.ids == ["sddc-0008", "sddc-0009", "sddc-0001", "sddc-0002"]
     assert cohort.canary_ids == ["sddc-0008", "sddc-0009", "sddc-0001"]
     assert [m.canary for m in cohort.members] == [True, True, True, False]
+
+
+def test_after_the_canary_the_sddcs_with_most_hosts_run_first_and_selection_stays_by_id() -> None:
+    hosts = {"sddc-0001": 4, "sddc-0002": 2, "sddc-0003": 9, "sddc-0004": 2, "sddc-0005": 6, "sddc-0006": 30}
+    inventory = [sddc(sddc_id, host_count=count) for sddc_id, count in hosts.items()]
+    cohort = select_cohort(make_wave(size=5, canary_size=2), inventory, upgrade_from=UPGRADE_FROM)
+    assert cohort.canary_ids == ["sddc-0001", "sddc-0002"]
+    assert cohort.ids == ["sddc-0001", "sddc-0002", "sddc-0003", "sddc-0005", "sddc-0004"]
+    assert [m.canary for m in cohort.members] == [True, True, False, False, False]
+    assert [e.sddc_id for e in cohort.excluded] == ["sddc-0006"]
 
 
 def test_canary_size_larger_than_percent_cohort_marks_all_members() -> None:
