@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, ParamsDict, TriggerRule, task_group
+from airflow.sdk import DAG, Asset, Param, TriggerRule, task_group
+from airflow.sdk.definitions.param import ParamsDict
 
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
 from rce_lib.api.services import POOL_FOR_SERVICE
