@@ -125,13 +125,14 @@ def _selection_order(sddc: SddcSummary) -> tuple[int, str]:
     return (0 if _is_canary(sddc) else 1, sddc.id)
 
 
-def _run_order(sddc: SddcSummary) -> tuple[int, str]:
-    """After the canary slice, the SDDCs with the most hosts run first (longest job first).
+def _run_order(sddc: SddcSummary) -> int:
+    """After the canary slice, the SDDCs with the most hosts run first (longest job first); the
+    sort is stable, so equals keep the selection order (canary-labelled first, then by id).
 
     Hosts are upgraded one at a time, so an SDDC's host phase is the longest part of its upgrade
     and grows with its hosts; a big SDDC that reached it last would end the wave alone, long
     after every other SDDC. Which SDDCs are taken does not change, only their order."""
-    return (-sddc.host_count, sddc.id)
+    return -sddc.host_count
 
 
 def _check_override(sddc_ids: Sequence[str] | None) -> list[str] | None:
@@ -214,7 +215,7 @@ def select_cohort(
     that applies; the eligible rest are ordered canary-labelled first then by id,
     and the first `size` (count, or N% of the eligible rounded up) are taken; the
     first `canary_size` of those are the canary slice. The others run largest first
-    (most hosts; then by id).
+    (most hosts; equals in selection order).
 
     `claimed` are ids held by other active waves, `taken` ids handled by earlier waves of the
     plan (for either, a mapping id -> wave names the wave in the detail).

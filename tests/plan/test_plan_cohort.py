@@ -173,6 +173,10 @@ def test_after_the_canary_the_sddcs_with_most_hosts_run_first_and_selection_stay
     assert cohort.ids == ["sddc-0001", "sddc-0002", "sddc-0003", "sddc-0005", "sddc-0004"]
     assert [m.canary for m in cohort.members] == [True, True, False, False, False]
     assert [e.sddc_id for e in cohort.excluded] == ["sddc-0006"]
+    # equals keep the selection order: a canary-labelled SDDC first, then by id
+    labelled = [sddc("sddc-0001"), sddc("sddc-0002", host_count=5), sddc("sddc-0003", canary="true")]
+    no_slice = select_cohort(make_wave(size=3, canary_size=0), labelled, upgrade_from=UPGRADE_FROM)
+    assert no_slice.ids == ["sddc-0002", "sddc-0003", "sddc-0001"]
 
 
 def test_canary_size_larger_than_percent_cohort_marks_all_members() -> None:
