@@ -77,12 +77,10 @@ schedule `{wave.schedule or "manual"}`.
 
 def task_docs(wave: Wave) -> dict[str, str]:
     """doc_md of each task of the wave DAG, by task id (group tasks by their id inside the group)."""
-    dag_id = wave.dag_id
-    resume = _RESUME.format(dag_id=dag_id)
     kill = _KILL.format(wave=wave.name)
 
     def phase(task: str, what: str, pool: str, noun: str) -> str:
-        return _PHASE.format(task=task, what=what, pool=pool, noun=noun) + resume + kill
+        return _PHASE.format(task=task, what=what, pool=pool, noun=noun) + _RESUME + kill
 
     approval = (
         f"Timeout {wave.approval.timeout_seconds} s: then `{wave.approval.on_timeout}`."
@@ -114,7 +112,7 @@ waiting deferred in the default pool (never holding a service slot). Before star
 kill switch and the error budget: past {wave.max_fail_percentage:g}% failed the SDDC is skipped with
 `ERROR_BUDGET_EXHAUSTED`.
 """
-        + resume
+        + _RESUME
         + kill,
         "precheck": phase("precheck", "the API's upgrade precheck", "rce_vcenter", "precheck"),
         "snapshot": phase("snapshot", "a snapshot to roll back to", "rce_vcenter", "snapshot"),
@@ -142,7 +140,7 @@ Restores the SDDC from its snapshot when a phase failed **because the downstream
 checks it is healthy again. A failure of our own infrastructure does not roll back: the SDDC stays
 as it is so that clearing the failed phase resumes it. Not stopped by the kill switch.
 """
-        + resume,
+        + _RESUME,
         "canary_gate": f"""
 #### `canary_gate` (deferrable sensor)
 

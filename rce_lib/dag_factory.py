@@ -316,8 +316,9 @@ def _drop_inherited_params(dag: DAG) -> None:
     the copies add nothing; they only make the DAG the triggerer is sent for each task it starts
     bigger and slower to read.
     """
+    inherited = dict(dag.params)
     for task in dag.tasks:
-        if dict(task.params) == dict(dag.params):
+        if dict(task.params) == inherited:
             task.params = ParamsDict()
 
 
