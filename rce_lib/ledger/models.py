@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     TASK_STARTED = "task_started"
     TASK_ADOPTED = "task_adopted"
     TASK_REPLAYED = "task_replayed"
+    TASK_RECOVERED = "task_recovered"
     GENERATION_BUMPED = "generation_bumped"
     CLAIM_GRANTED = "claim_granted"
     CLAIM_REFUSED = "claim_refused"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import timedelta
@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from rce_lib.airflow_support import kill_switch
 from rce_lib.api.keys import KeyParts, idempotency_key
-from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus
+from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus, TaskType
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
 from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, ThrottledError
 from rce_lib.ledger.models import Phase
@@ -90,6 +90,8 @@ class SddcPhaseOperator(BaseOperator):
     honours_kill_switch: ClassVar[bool] = True
     #: it starts tasks on its service (a slot each): started in the triggerer only under a ceiling
     starts_downstream_work: ClassVar[bool] = True
+    #: the op each downstream task type of this phase is started by (recover_unrecorded)
+    task_ops: ClassVar[Mapping[TaskType, str]] = {}
 
     def __init__(
         self,
@@ -164,8 +166,9 @@ class SddcPhaseOperator(BaseOperator):
         """The phase's first execution (subclasses check more first, then call this)."""
         self.check_kill_switch(run, f"{self.phase} of {self.sddc_id}")
         self.reconcile(run)
-        run.ledger_phase_started(self.phase)
-        return self.advance(run)
+        progress = run.ledger_phase_started(self.phase)
+        again = progress.phase_attempts.get(Phase(self.phase), 0) > 1
+        return self.advance(run, acted=again and self.recover_unrecorded(run))
 
     def telemetry(self, context: Context, entry: str) -> AbstractContextManager[TaskSpan]:
         """Log fields bound and the phase span open for one execution (rce_lib.telemetry)."""
@@ -203,6 +206,57 @@ class SddcPhaseOperator(BaseOperator):
             self.fail(run, reason, decision.message, retryable=True, for_good=False)
         if decision.action is PhaseAction.ADOPT:
             self.log.info("reconciled before acting: %s", decision.message)
+
+    def recover_unrecorded(self, run: PhaseRun) -> bool:
+        """Record the tasks this run started for this phase that the ledger never heard of, and
+        settle those it holds as running that have ended; True if one of them succeeded (this
+        phase's work, not a skip).
+
+        An execution killed after the API accepted its start and before the ledger recorded
+        the task leaves no trace of it: the retry replays the key while the task runs, but
+        once it has ended the goal simply holds, and the ledger would never name the task.
+        The API echoes each request's trace id into the tasks it creates, and the trace is
+        this run's and this SDDC's, so this run's tasks are found by one listing. Called only
+        when this phase has begun before (a retry or a cleared task); best-effort: a failed
+        listing changes nothing."""
+        if not self.task_ops:
+            return False
+        only = next(iter(self.task_ops)) if len(self.task_ops) == 1 else None
+        try:
+            tasks = run.hook.list_sddc_tasks(self.sddc_id, type=only, limit=200)
+        except ApiError as err:
+            self.log.warning("could not list the tasks of %s to recover: %s", self.sddc_id, err)
+            return False
+        mine = [t for t in tasks if t.trace_id == run.trace_id and t.type in self.task_ops]
+        succeeded, slots = False, set()
+        for task in mine:  # newest first: only the newest task of a slot can be its current one
+            op = self.recovered_op(run, task, mine)
+            if op is None or (op, task.host_id) in slots:
+                continue
+            slots.add((op, task.host_id))
+            record = run.get_operation(op, task.host_id)
+            generation = record.generation if record is not None else 0
+            if record is not None and record.task_id:
+                if record.task_id != task.id or not task.terminal or record.status == task.status.value:
+                    continue
+                key, outcome, why = None, "finished", "ended while no execution watched it"
+            elif generation and task.terminal and task.status is not TaskStatus.SUCCEEDED:
+                continue  # most likely the failure the slot's generation was bumped for
+            else:
+                key = self.idempotency_key(op, task.host_id, generation)
+                outcome, why = "recovered", "was started by an execution cut off before recording it"
+            run.record_operation(op, task.host_id, generation, task, key, outcome)
+            self.log.warning("%s: task %s (%s) %s; recorded now", op, task.id, task.status.value, why)
+            if task.status is TaskStatus.SUCCEEDED:
+                run.give_slot(op, task.host_id)
+                self.on_task_succeeded(run, op, task)
+                succeeded = True
+        return succeeded
+
+    def recovered_op(self, run: PhaseRun, task: Task, mine: Sequence[Task]) -> str | None:
+        """The op that started `task` (one of `mine`, this run's tasks of this phase), or None
+        if that cannot be told."""
+        return self.task_ops.get(task.type)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **_: Any) -> Any:
         with self.telemetry(context, "execute_complete"):
@@ -576,22 +630,25 @@ class SddcPhaseOperator(BaseOperator):
             if known is not None and not done:
                 return known, generation
             generation = run.bump_generation(step.op, step.host_id, generation)
-        key = idempotency_key(
-            KeyParts(
-                rollout=self.rollout,
-                wave=self.wave,
-                sddc_id=self.sddc_id,
-                phase=step.op,
-                host_id=step.host_id,
-                target_version=self.target_version,
-                generation=generation,
-            )
-        )
+        key = self.idempotency_key(step.op, step.host_id, generation)
         result = step.call(run.hook, key)
         log_context.downstream_task(result.task.id)
         run.record_operation(step.op, step.host_id, generation, result.task, key, result.outcome)
         self.log.info("%s: task %s %s (key %s)", step.description, result.task.id, result.outcome, key)
         return result.task, generation
+
+    def idempotency_key(self, op: str, host_id: str | None, generation: int) -> str:
+        return idempotency_key(
+            KeyParts(
+                rollout=self.rollout,
+                wave=self.wave,
+                sddc_id=self.sddc_id,
+                phase=op,
+                host_id=host_id,
+                target_version=self.target_version,
+                generation=generation,
+            )
+        )
 
     def _reattach(self, run: PhaseRun, step: Start, task_id: str, generation: int) -> Task | None:
         """The op's recorded task: re-attached to if it still runs, observed if it failed, as it

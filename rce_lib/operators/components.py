@@ -60,6 +60,7 @@ class VcenterUpgradeOperator(ComponentUpgradeOperator):
     service = Service.VCENTER
     component = "vcenter"
     task_types = frozenset({TaskType.UPGRADE_VCENTER})
+    task_ops = {TaskType.UPGRADE_VCENTER: "vcenter"}
 
 
 class NsxUpgradeOperator(ComponentUpgradeOperator):
@@ -67,3 +68,4 @@ class NsxUpgradeOperator(ComponentUpgradeOperator):
     service = Service.NSX
     component = "nsx"
     task_types = frozenset({TaskType.UPGRADE_NSX})
+    task_ops = {TaskType.UPGRADE_NSX: "nsx"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rce_lib.api.models import Host, HostState, Sddc, Task, TaskType
@@ -21,6 +22,7 @@ class HostsUpgradeOperator(WindowedPhaseOperator):
     phase = "upgrade_hosts"
     service = Service.ESX
     task_types = frozenset({TaskType.HOST_MAINTENANCE, TaskType.UPGRADE_HOST})
+    task_ops = {TaskType.HOST_MAINTENANCE: "host_enter", TaskType.UPGRADE_HOST: "host_upgrade"}
     derives_sddc = True
     confirm_done = True
 
@@ -43,6 +45,24 @@ class HostsUpgradeOperator(WindowedPhaseOperator):
         if not ours:
             return None  # out-of-band changes: reconciliation's business, not a phase under way
         return f"hosts in maintenance {in_maintenance or '-'}, at {esx} {upgraded or '-'}"
+
+    def recovered_op(self, run: PhaseRun, task: Task, mine: Sequence[Task]) -> str | None:
+        """A maintenance task does not say whether it entered or left: one started before this
+        run upgraded its host entered, one after left. With no upgrade of the host in this run,
+        the host's build tells: maintenance is entered only below the target, left only at it."""
+        if task.host_id is None:
+            return None
+        if task.type is not TaskType.HOST_MAINTENANCE:
+            return super().recovered_op(run, task, mine)
+        host_id = task.host_id
+        upgrades = [t.created_at for t in mine if t.type is TaskType.UPGRADE_HOST and t.host_id == host_id]
+        if upgrades:
+            return "host_enter" if task.created_at < min(upgrades) else "host_exit"
+        sddc = run.remembered_sddc()
+        host = next((h for h in sddc.hosts if h.id == host_id), None) if sddc else None
+        if host is None:
+            return None
+        return "host_exit" if host.version == run.release.components.esx else "host_enter"
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         esx = run.release.components.esx

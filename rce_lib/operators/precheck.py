@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rce_lib.airflow_support.rendered import as_int
-from rce_lib.api.models import Sddc, Task
+from rce_lib.api.models import Sddc, Task, TaskType
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
 from rce_lib.operators import brakes
@@ -21,6 +21,7 @@ class PrecheckOperator(SddcPhaseOperator):
 
     phase = "precheck"
     service = Service.VCENTER
+    task_ops = {TaskType.PRECHECK: "precheck"}
     template_fields: Sequence[str] = (*SddcPhaseOperator.template_fields, "cohort_size")
 
     def __init__(

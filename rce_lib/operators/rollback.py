@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rce_lib.api.models import HealthStatus, HostState, Sddc, SddcStatus
+from rce_lib.api.models import HealthStatus, HostState, Sddc, SddcStatus, TaskType
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
 from rce_lib.gate import record
@@ -26,6 +26,7 @@ from rce_lib.operators.steps import Done, Start, Step
 class RollbackOperator(SddcPhaseOperator):
     phase = "rollback"
     service = Service.VCENTER
+    task_ops = {TaskType.ROLLBACK: "rollback"}
     honours_kill_switch = False  # a brake must not leave an SDDC half restored
     template_fields: Sequence[str] = (*SddcPhaseOperator.template_fields, "max_error_rate")
 
@@ -41,7 +42,8 @@ class RollbackOperator(SddcPhaseOperator):
                 "no downstream verdict recorded: the SDDC is left as it is. "
                 "Fix the cause, then clear the failed task to resume."
             )
-        return self.advance(run)
+        # under way: an earlier execution started it, and may have been cut off before recording its task
+        return self.advance(run, acted=under_way and self.recover_unrecorded(run))
 
     def next_step(self, run: PhaseRun, sddc: Sddc) -> Step:
         source = run.source_release()
@@ -130,4 +132,5 @@ class CanaryRollbackOperator(RollbackOperator):
             return f"{self.sddc_id} was already rolled back"
         assert decision is not None
         run.event("canary_rollback", f"rolling back: the canary gate decided {decision.decision.value}")
-        return self.advance(run)
+        under_way = progress.phase is Phase.ROLLBACK and progress.finished_at is None
+        return self.advance(run, acted=under_way and self.recover_unrecorded(run))

@@ -44,6 +44,7 @@ OUTCOME_EVENT = {
     "created": EventKind.TASK_STARTED,
     "replayed": EventKind.TASK_REPLAYED,
     "adopted": EventKind.TASK_ADOPTED,
+    "recovered": EventKind.TASK_RECOVERED,
 }
 
 
@@ -153,6 +154,10 @@ class PhaseRun:
         """Keep an SDDC just read (nothing written since) for the phase's next decision."""
         self._sddc = sddc
 
+    def remembered_sddc(self) -> Sddc | None:
+        """The SDDC remembered by `remember_sddc`, left for the next decision."""
+        return self._sddc
+
     def take_sddc(self) -> Sddc | None:
         """The SDDC remembered by `remember_sddc`, once: any later decision reads again."""
         sddc, self._sddc = self._sddc, None
@@ -212,8 +217,8 @@ class PhaseRun:
         )
 
     # -- progress ----------------------------------------------------------------------
-    def ledger_phase_started(self, phase: str) -> None:
-        self.ledger.phase_started(
+    def ledger_phase_started(self, phase: str) -> Progress:
+        return self.ledger.phase_started(
             *self._ids, self.run_id, Phase(phase), target_version=self.operator.target_version
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rce_lib.api.models import Sddc, Task
+from rce_lib.api.models import Sddc, Task, TaskType
 from rce_lib.api.services import Service
 from rce_lib.errors import Reason
 from rce_lib.operators.base import SddcPhaseOperator
@@ -16,6 +16,7 @@ class SnapshotOperator(SddcPhaseOperator):
 
     phase = "snapshot"
     service = Service.VCENTER
+    task_ops = {TaskType.SNAPSHOT: "snapshot"}
 
     derives_sddc = True
 

@@ -48,13 +48,14 @@ ACTIVE_STATES = {
 }
 # What a resumed phase writes about the downstream task it was cut off from, instead of starting it
 # again (runtime.OUTCOME_EVENT, base._reattach, base.settle): re-attached to it while it still runs,
-# observed or replayed or adopted it, saw it finish (its trigger was resumed), or found the phase's
+# observed or replayed or adopted or recovered it, saw it finish (its trigger was resumed), or found the phase's
 # goal already true on the SDDC (phase_skipped: only when this execution settled no task itself).
 RESUME_EVENTS = {
     "task_reattached",
     "task_observed",
     "task_replayed",
     "task_adopted",
+    "task_recovered",
     "task_finished",
     "phase_skipped",
 }
