@@ -47,9 +47,10 @@ ACTIVE_STATES = {
     "restarting",
 }
 # What a resumed phase writes about the downstream task it was cut off from, instead of starting it
-# again (runtime.OUTCOME_EVENT, base._reattach, base.settle): re-attached to it while it still runs,
-# observed or replayed or adopted or recovered it, saw it finish (its trigger was resumed), or found the phase's
-# goal already true on the SDDC (phase_skipped: only when this execution settled no task itself).
+# again (runtime.OUTCOME_EVENT, base._reattach, base.settle, base.recover_unrecorded): re-attached
+# to it while it still runs, observed or replayed or adopted or recovered it, saw it finish (its
+# trigger was resumed), or found the phase's goal already true on the SDDC (phase_skipped: only
+# when this execution settled no task itself).
 RESUME_EVENTS = {
     "task_reattached",
     "task_observed",
