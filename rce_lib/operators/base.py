@@ -503,21 +503,29 @@ class SddcPhaseOperator(BaseOperator):
             method_name="execute_complete",
         )
 
-    @property
-    def slot_rank(self) -> int:
-        """This phase's place in the order of phases: a slot given back goes to the latest."""
+    def slot_rank(self, run: PhaseRun, sddc: Sddc | None) -> int:
+        """Who gets a slot given back first (rce_lib.pacing.wakeup): the latest phase, and among
+        phases alike the SDDC with the most hosts still to upgrade. Hosts are upgraded one at a
+        time, so they are an SDDC's longest work after the bottleneck; the SDDCs that pass it
+        last are then the quickest to finish (longest remaining work first)."""
         try:
-            return list(Phase).index(Phase(self.phase))
+            phase = list(Phase).index(Phase(self.phase))
         except ValueError:
-            return 0
+            phase = 0
+        hosts_left = 0
+        if sddc is not None:
+            esx = run.release.components.esx
+            hosts_left = sum(1 for h in sddc.hosts if h.version != esx)
+        return wakeup.rank(phase, hosts_left)
 
     def take_service_slot(self, run: PhaseRun, step: Start, sddc: Sddc | None = None) -> None:
         """Hold a slot on the service for step's task, under its ceiling (the pool's size) and
-        its adaptive limit, or wait for one in the triggerer (rce_lib.pacing). A later phase
-        waiting here for the service goes first (rce_lib.pacing.wakeup). `sddc`: what the
+        its adaptive limit, or wait for one in the triggerer (rce_lib.pacing). A later phase, or
+        a bigger SDDC, waiting here for the service goes first (`slot_rank`). `sddc`: what the
         decision was made on, decided on again after the wait (no second read)."""
         service = self.service.value
-        yield_to = wakeup.outranked(service, self.slot_rank)
+        rank = self.slot_rank(run, sddc)
+        yield_to = wakeup.outranked(service, rank)
         decision = run.take_slot(service, step.op, step.host_id, yield_to_waiters=yield_to)
         if decision is None or decision.granted or run.pacer is None:
             return
@@ -541,7 +549,7 @@ class SddcPhaseOperator(BaseOperator):
                 service=service,
                 poll_s=run.pacer.policy.wait_poll_s,
                 log_fields=log_context.current(),
-                rank=self.slot_rank,
+                rank=rank,
             ),
             method_name="resume_after_wait",
         )

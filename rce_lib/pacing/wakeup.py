@@ -1,5 +1,5 @@
 """Wake a phase waiting for a slot as soon as one of its service's slots is given back, later
-phases first.
+phases first, then the SDDCs with the most hosts left.
 
 Phases waiting for a slot poll the ledger (`wait_poll_s`); that alone costs every slot a
 fraction of a poll interval of idleness, at the bottleneck service too. Phases that run in
@@ -12,6 +12,10 @@ Later phases first, because a slot on vCenter that goes to the 200th precheck in
 SDDC's vCenter upgrade holds back that SDDC's NSX upgrade: the wave's bottleneck sits idle
 while every SDDC is prechecked first. So a phase in this process also leaves a free slot to a
 later phase waiting here for it (`outranked`).
+
+Among waiters of one phase, the SDDC with the most hosts left goes first: hosts are upgraded
+one at a time after NSX (the usual bottleneck), so when the biggest pass it first the wave's
+tail is the smallest SDDCs' hosts, not an 8-host SDDC's that got its NSX slot last.
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ class _Waiter:
     seq: int
     loop: asyncio.AbstractEventLoop = field(compare=False)
     event: asyncio.Event = field(compare=False)
+
+
+#: ranks of one phase span this many host counts (more hosts left than that rank alike)
+_HOSTS_PER_PHASE = 1000
+
+
+def rank(phase: int, hosts_left: int = 0) -> int:
+    """A waiter's rank: its phase's place in the order of phases, then its hosts left."""
+    return phase * _HOSTS_PER_PHASE + max(0, min(hosts_left, _HOSTS_PER_PHASE - 1))
 
 
 _lock = threading.Lock()
@@ -58,14 +71,15 @@ def given_back(service: str) -> None:
 
 
 def outranked(service: str, rank: int) -> bool:
-    """Whether a later phase than `rank` waits here for a slot on `service`."""
+    """Whether a waiter ranked above `rank` (a later phase, a bigger SDDC) waits here for a slot
+    on `service`."""
     with _lock:
         return any(w.rank > rank for w in _waiting.get(service, ()))
 
 
 async def given_back_or_timeout(service: str, timeout: float, rank: int = 0) -> bool:
     """Wait until a slot on `service` is given back here for this waiter (True) or `timeout`
-    passes (False). `rank`: the waiting phase's place in the order of phases."""
+    passes (False). `rank`: the waiter's place in the order (`rank`)."""
     waiter = _Waiter(rank, next(_seq), asyncio.get_running_loop(), asyncio.Event())
     with _lock:
         _waiting.setdefault(service, []).append(waiter)
