@@ -30,7 +30,8 @@ from rce_lib.airflow_support import kill_switch
 from rce_lib.api.keys import KeyParts, idempotency_key
 from rce_lib.api.models import SDDC_ID_RE, VERSION_RE, Sddc, Task, TaskStatus, TaskType
 from rce_lib.api.services import POOL_FOR_SERVICE, Service
-from rce_lib.errors import ApiError, InvalidIdentifier, RceError, Reason, ThrottledError
+from rce_lib.errors import ApiError, ContractViolation, InvalidIdentifier, RceError, Reason, ThrottledError
+from rce_lib.ledger.errors import StaleGeneration
 from rce_lib.ledger.models import Phase
 from rce_lib.operators.runtime import PhaseRun
 from rce_lib.operators.steps import Done, Start, Step, Wait
@@ -224,7 +225,7 @@ class SddcPhaseOperator(BaseOperator):
         only = next(iter(self.task_ops)) if len(self.task_ops) == 1 else None
         try:
             tasks = run.hook.list_sddc_tasks(self.sddc_id, type=only, limit=200)
-        except ApiError as err:
+        except (ApiError, ContractViolation) as err:
             self.log.warning("could not list the tasks of %s to recover: %s", self.sddc_id, err)
             return False
         mine = [t for t in tasks if t.trace_id == run.trace_id and t.type in self.task_ops]
@@ -245,7 +246,10 @@ class SddcPhaseOperator(BaseOperator):
             else:
                 key = self.idempotency_key(op, task.host_id, generation)
                 outcome, why = "recovered", "was started by an execution cut off before recording it"
-            run.record_operation(op, task.host_id, generation, task, key, outcome)
+            try:
+                run.record_operation(op, task.host_id, generation, task, key, outcome)
+            except StaleGeneration:
+                continue  # another execution of this phase moved the slot on meanwhile: its record stands
             self.log.warning("%s: task %s (%s) %s; recorded now", op, task.id, task.status.value, why)
             if task.status is TaskStatus.SUCCEEDED:
                 run.give_slot(op, task.host_id)

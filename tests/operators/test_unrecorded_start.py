@@ -154,3 +154,27 @@ def test_a_killed_maintenance_entry_is_recorded_as_the_entry_of_its_host(
     ops = ledger.operations_of(R, W, SDDC)
     assert len([o for o in ops if o.phase is Phase.UPGRADE_HOSTS]) == 3 * len(hosts)
     assert all(o.task_id and o.status == "SUCCEEDED" for o in ops), ops
+
+
+def test_a_failed_listing_changes_nothing_and_the_phase_goes_on(
+    fleet: Any, ledger: Ledger, mocker: Any
+) -> None:
+    """The lookup is best-effort: a listing the API refuses, or answers against the contract,
+    leaves the ledger as the kill left it, and the phase decides on the real SDDC as before."""
+    from rce_lib.errors import ContractViolation
+    from rce_lib.hooks.sddc_api import SddcApiHook
+
+    _killed_at_record(mocker, _op(VcenterUpgradeOperator, "upgrade_vcenter"), record_ops=1)
+    (started,) = _tasks(fleet, "UPGRADE_VCENTER")
+    fleet.wait_task(started["id"])
+    listing = mocker.patch.object(
+        SddcApiHook, "list_sddc_tasks", side_effect=ContractViolation("a task of sddc-x")
+    )
+
+    _op(VcenterUpgradeOperator, "upgrade_vcenter").execute({"run_id": RUN, "ti": Ti(2)})
+
+    assert listing.call_count == 1
+    assert ledger.get_operation(R, W, SDDC, Phase.UPGRADE_VCENTER, host_id="") is None
+    kinds = [e.kind for e in ledger.events(rollout=R, wave=W, sddc_id=SDDC, limit=1000)]
+    assert EventKind.TASK_RECOVERED not in kinds and EventKind.PHASE_SKIPPED in kinds, kinds
+    assert fleet.counters()["tasks_created"]["UPGRADE_VCENTER"] == 1
