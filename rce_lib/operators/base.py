@@ -91,7 +91,7 @@ class SddcPhaseOperator(BaseOperator):
     honours_kill_switch: ClassVar[bool] = True
     #: it starts tasks on its service (a slot each): started in the triggerer only under a ceiling
     starts_downstream_work: ClassVar[bool] = True
-    #: the op each downstream task type of this phase is started by (recover_unrecorded)
+    #: this phase's downstream task types, and the op that starts each (recover_unrecorded)
     task_ops: ClassVar[Mapping[TaskType, str]] = {}
 
     def __init__(
@@ -209,9 +209,9 @@ class SddcPhaseOperator(BaseOperator):
             self.log.info("reconciled before acting: %s", decision.message)
 
     def recover_unrecorded(self, run: PhaseRun) -> bool:
-        """Record the tasks this run started for this phase that the ledger never heard of, and
-        settle those it holds as running that have ended; True if one of them succeeded (this
-        phase's work, not a skip).
+        """Record the tasks this run started for this phase that the ledger never heard of; True
+        if one of them succeeded (this phase's work, not a skip). A recorded task that ended
+        unseen is not this method's: the reconciliation before the phase records its status.
 
         An execution killed after the API accepted its start and before the ledger recorded
         the task leaves no trace of it: the retry replays the key while the task runs, but
@@ -236,21 +236,22 @@ class SddcPhaseOperator(BaseOperator):
                 continue
             slots.add((op, task.host_id))
             record = run.get_operation(op, task.host_id)
-            generation = record.generation if record is not None else 0
             if record is not None and record.task_id:
-                if record.task_id != task.id or not task.terminal or record.status == task.status.value:
-                    continue
-                key, outcome, why = None, "finished", "ended while no execution watched it"
-            elif generation and task.terminal and task.status is not TaskStatus.SUCCEEDED:
+                continue
+            generation = record.generation if record is not None else 0
+            if generation and task.terminal and task.status is not TaskStatus.SUCCEEDED:
                 continue  # most likely the failure the slot's generation was bumped for
-            else:
-                key = self.idempotency_key(op, task.host_id, generation)
-                outcome, why = "recovered", "was started by an execution cut off before recording it"
+            key = self.idempotency_key(op, task.host_id, generation)
             try:
-                run.record_operation(op, task.host_id, generation, task, key, outcome)
+                run.record_operation(op, task.host_id, generation, task, key, "recovered")
             except StaleGeneration:
                 continue  # another execution of this phase moved the slot on meanwhile: its record stands
-            self.log.warning("%s: task %s (%s) %s; recorded now", op, task.id, task.status.value, why)
+            self.log.warning(
+                "%s: task %s (%s) was started by an execution cut off before recording it; recorded now",
+                op,
+                task.id,
+                task.status.value,
+            )
             if task.status is TaskStatus.SUCCEEDED:
                 run.give_slot(op, task.host_id)
                 self.on_task_succeeded(run, op, task)

@@ -59,7 +59,6 @@ class VcenterUpgradeOperator(ComponentUpgradeOperator):
     phase = "upgrade_vcenter"
     service = Service.VCENTER
     component = "vcenter"
-    task_types = frozenset({TaskType.UPGRADE_VCENTER})
     task_ops = {TaskType.UPGRADE_VCENTER: "vcenter"}
 
 
@@ -67,5 +66,4 @@ class NsxUpgradeOperator(ComponentUpgradeOperator):
     phase = "upgrade_nsx"
     service = Service.NSX
     component = "nsx"
-    task_types = frozenset({TaskType.UPGRADE_NSX})
     task_ops = {TaskType.UPGRADE_NSX: "nsx"}

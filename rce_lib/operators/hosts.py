@@ -21,7 +21,6 @@ class HostsUpgradeOperator(WindowedPhaseOperator):
 
     phase = "upgrade_hosts"
     service = Service.ESX
-    task_types = frozenset({TaskType.HOST_MAINTENANCE, TaskType.UPGRADE_HOST})
     task_ops = {TaskType.HOST_MAINTENANCE: "host_enter", TaskType.UPGRADE_HOST: "host_upgrade"}
     derives_sddc = True
     confirm_done = True

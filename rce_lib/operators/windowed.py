@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from airflow.sdk import Context
 
-from rce_lib.api.models import Sddc, TaskType
+from rce_lib.api.models import Sddc
 from rce_lib.errors import ApiError
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun
@@ -47,9 +47,6 @@ DEFER_GRACE = timedelta(hours=1)
 
 class WindowedPhaseOperator(SddcPhaseOperator):
     """A phase that disrupts the customer: it waits for the SDDC's maintenance window."""
-
-    #: Downstream task types of this phase: one of them running on the SDDC means it is under way.
-    task_types: ClassVar[frozenset[TaskType]] = frozenset()
 
     def __init__(
         self,
@@ -112,7 +109,7 @@ class WindowedPhaseOperator(SddcPhaseOperator):
         """Why the phase is already under way on the real SDDC, or None if it has not begun."""
         for task_id in sddc.active_task_ids:
             task = run.hook.get_task(task_id)
-            if task.type in self.task_types and not task.terminal:
+            if task.type in self.task_ops and not task.terminal:
                 return f"task {task.id} ({task.type.value}) is running on {self.sddc_id}"
         return None
 
