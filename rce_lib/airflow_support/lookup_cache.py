@@ -40,6 +40,7 @@ class LookupCache:
         self._clock = clock
         self._values: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._fetching: dict[Hashable, threading.Lock] = {}
 
     def _fresh(self, key: Hashable) -> tuple[bool, Any]:
         with self._lock:
@@ -58,9 +59,17 @@ class LookupCache:
         found, kept = self._fresh(key)
         if found:
             return kept  # type: ignore[no-any-return]
-        value = fetch()
-        self._keep(key, value, ttl_s)
-        return value
+        # One fetch per key at a time: the phases' threads that miss together (a kept value just
+        # expired) wait for that one, instead of each sending the supervisor the same request.
+        with self._lock:
+            fetching = self._fetching.setdefault(key, threading.Lock())
+        with fetching:
+            found, kept = self._fresh(key)
+            if found:
+                return kept  # type: ignore[no-any-return]
+            value = fetch()
+            self._keep(key, value, ttl_s)
+            return value
 
     async def aget(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
         found, kept = self._fresh(key)
@@ -101,6 +110,7 @@ def _after_fork_in_child() -> None:
     _decide_lock = threading.Lock()
     if _process_cache is not None:
         _process_cache._lock = threading.Lock()
+        _process_cache._fetching = {}
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
+from rce_lib.devenv.airflow_distributed import PG_SERVER, create_database, drop_database
 from rce_lib.devenv.airflow_local import REPO_ROOT, LocalAirflow, tool_home
 from rce_lib.devenv.airflow_rest import AirflowRest
 from rce_lib.devenv.bench_model import (
@@ -40,6 +41,7 @@ from rce_lib.devenv.bench_model import (
     SERVICES,
     SOURCE_VERSION,
     STANDARD_CAPACITY,
+    STANDARD_METADATA_DB,
     STANDARD_SEED,
     STANDARD_TIME_SCALE,
     TARGET_VERSION,
@@ -213,6 +215,26 @@ def _proc_stats() -> Iterable[tuple[int, list[str]]]:
         yield int(entry.name), stat.rsplit(")", 1)[-1].split()
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU-seconds of the local PostgreSQL server so far: its postmaster's, its children's (each
+    in a session of its own) and its reaped backends' (the postmaster's cutime/cstime). None when
+    no server runs here. Subtract two readings for an interval."""
+    stats = dict(_proc_stats())
+
+    def comm(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid, fields in stats.items():
+        if comm(pid) == "postgres" and comm(int(fields[1])) != "postgres":
+            tree = [f for child, f in stats.items() if child == pid or int(f[1]) == pid]
+            return sum(sum(int(x) for x in f[11:15]) for f in tree) / tick
+    return None
+
+
 def kill_session(sid: int) -> None:
     """SIGKILL what is left of a session we started (task processes live in their own groups)."""
     for pid in session_pids(sid):
@@ -283,6 +305,13 @@ def register(subparsers: Any) -> None:
     )
     baseline.add_argument("--no-baseline", action="store_true", help="skip the batch-serial baseline")
     bench.add_argument(
+        "--metadata-db",
+        choices=("sqlite", "postgres"),
+        default=STANDARD_METADATA_DB,
+        help="Airflow's metadata DB and the ledger: standalone's SQLite (standard) or fresh databases on "
+        f"the local PostgreSQL ({PG_SERVER}), dropped afterwards, as a deployment runs them",
+    )
+    bench.add_argument(
         "--parse-only",
         action="store_true",
         help="only measure the DAG files' parse time (airflow dags report) with a --parse-fleet simulated "
@@ -334,6 +363,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
                 "baseline_batch": args.baseline_batch,
                 "timeout_s": args.timeout,
                 "capacity_change": args.capacity_change,
+                "metadata_db": args.metadata_db,
             }
         )
     except ValidationError as err:
@@ -477,22 +507,23 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"settings: {bs.describe()}", flush=True)
     print(_standard_line(settings["deviations"]), flush=True)
     result: dict[str, Any] | None = None
+    stack = contextlib.ExitStack()  # the databases, dropped after every process is stopped
     try:
         sim, sim_url, sim_client = _start_sim(
             home, size=settings["fleet_size"], time_scale=bs.time_scale, config=sim_path
         )
         groups.append(sim)
         print(f"simulator {sim_url} ({settings['fleet_size']} SDDCs)", flush=True)
+        databases = stack.enter_context(_databases(bs.metadata_db, home))
         local = LocalAirflow(
             home=home,
             sim_url=sim_url,
             sim_token=BENCH_TOKEN,
             extra_env={
                 "RCE_ROLLOUT_PLAN": str(plan_path),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+                **databases.env,
                 # the bench reads every task instance of the run: 8 per SDDC, in pages this big
                 "AIRFLOW__API__MAXIMUM_PAGE_LIMIT": str(TI_PAGE),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
                 # Bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set and a venv
                 # installed without it, every task process would compile Airflow and rce_lib from source.
                 **BYTECODE_ENV,
@@ -513,17 +544,21 @@ def run_bench(args: argparse.Namespace) -> int:
         cpu0, _ = session_cpu_seconds(standalone.pid)
         roles0 = session_cpu_by_role(standalone.pid)
         sim_cpu0, _ = session_cpu_seconds(sim.pid)
+        # SQLite's work is done inside Airflow's processes; PostgreSQL's in its server's
+        db_cpu0 = postgres_cpu_seconds() if bs.metadata_db == "postgres" else None
         with MemorySampler(standalone.pid) as memory:
             t_trigger = time.time()
             run_id = rest.trigger(dag_id, {"target_version": TARGET_VERSION})
             print(f"triggered {dag_id} run {run_id}", flush=True)
             ui = UiProbe(dag_id, run_id)
-            with _pressure(bs, sim_client, home, t_trigger) as probe:
+            with _pressure(bs, sim_client, databases.ledger_url, t_trigger) as probe:
                 state = _wait(rest, dag_id, run_id, timeout=bs.timeout_s, watch=[sim, standalone], ui=ui)
             t_seen = time.time()
         cpu1, procs = session_cpu_seconds(standalone.pid)
         roles1 = session_cpu_by_role(standalone.pid)
         sim_cpu1, _ = session_cpu_seconds(sim.pid)
+        db_cpu1 = postgres_cpu_seconds() if db_cpu0 is not None else None
+        db_cpu_s = db_cpu1 - db_cpu0 if db_cpu0 is not None and db_cpu1 is not None else None
         counters = sim_client.get("/sim/counters")
         tis = _patient(lambda: rest.task_instances(dag_id, run_id, page_size=TI_PAGE))
         run = _patient(lambda: rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
@@ -547,6 +582,7 @@ def run_bench(args: argparse.Namespace) -> int:
             cpu_procs=procs,
             cpu_by_role={r: roles1[r] - roles0.get(r, 0.0) for r in roles1},
             sim_cpu_s=sim_cpu1 - sim_cpu0,
+            database_cpu_s=db_cpu_s,
             peak_rss_bytes=memory.peak_rss,
             peak_pss_bytes=memory.peak_pss,
         )
@@ -578,12 +614,67 @@ def run_bench(args: argparse.Namespace) -> int:
         return 130
     finally:
         stop_all()
+        stack.close()
         for s, handler in old.items():
             signal.signal(s, handler)
 
 
+@dataclass(frozen=True)
+class _Databases:
+    env: dict[str, str]  # what Airflow's processes need to use them
+    ledger_url: str
+
+
 @contextmanager
-def _pressure(bs: BenchSettings, sim: _SimClient, home: Path, t0: float) -> Iterator[PressureProbe | None]:
+def _databases(kind: str, home: Path, server: str = PG_SERVER) -> Iterator[_Databases]:
+    """Airflow's metadata DB and the ledger: SQLite files in the run's home, or two fresh
+    PostgreSQL databases on the local server, dropped when the run is over."""
+    if kind == "sqlite":
+        yield _Databases(
+            env={
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
+            },
+            ledger_url=f"sqlite:///{home / 'rce_ledger.db'}",
+        )
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rce_lib.cli import CommandError
+
+    tag = f"rce_bench_{home.name.replace('-', '_')}"[:50]
+    names = (f"{tag}_meta", f"{tag}_ledger")
+    created: list[str] = []
+    try:
+        for name in names:
+            create_database(name, server)
+            created.append(name)
+    except SQLAlchemyError as err:
+        for name in created:
+            drop_database(name, server)
+        why = (str(getattr(err, "orig", None) or err).strip().splitlines() or ["?"])[0][:300]
+        raise CommandError(f"--metadata-db postgres: cannot create databases on {server}: {why}") from None
+    pg = f"postgresql+psycopg2://{server}"
+    try:
+        yield _Databases(
+            env={
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{pg}/{names[0]}",
+                # no async PostgreSQL driver is locked (as in the distributed test): no async engine
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": "",
+                "AIRFLOW_CONN_RCE_STATE": f"postgresql://{server}/{names[1]}",
+            },
+            ledger_url=f"{pg}/{names[1]}",
+        )
+    finally:
+        for name in created:
+            with contextlib.suppress(SQLAlchemyError):
+                drop_database(name, server)
+
+
+@contextmanager
+def _pressure(
+    bs: BenchSettings, sim: _SimClient, ledger_url: str, t0: float
+) -> Iterator[PressureProbe | None]:
     """The capacity change and its probe while the wave runs (nothing without --capacity-change)."""
     change = bs.change
     if change is None:
@@ -592,7 +683,7 @@ def _pressure(bs: BenchSettings, sim: _SimClient, home: Path, t0: float) -> Iter
     from rce_lib.ledger import Ledger
     from rce_lib.pacing.store import Pacer
 
-    pacer = Pacer(Ledger(f"sqlite:///{home / 'rce_ledger.db'}"))
+    pacer = Pacer(Ledger(ledger_url))
 
     def pacing() -> dict[str, tuple[float | None, int]]:
         return {s.service: (s.limit, s.in_flight) for s in pacer.states()}
@@ -863,6 +954,7 @@ def summarize(
     cpu_procs: int,
     sim_cpu_s: float,
     cpu_by_role: Mapping[str, float] | None = None,
+    database_cpu_s: float | None = None,
     peak_rss_bytes: int = 0,
     peak_pss_bytes: int = 0,
 ) -> dict[str, Any]:
@@ -969,6 +1061,7 @@ def summarize(
                 "of_capacity_x_makespan": busy.get(s, 0.0) / (capacity[s] * makespan)
                 if makespan > 0
                 else None,
+                "at_most": bound.max_utilisation[s],  # any schedule, at the lower bound
             }
             for s in SERVICES
         },
@@ -993,6 +1086,8 @@ def summarize(
                 r: round(v, 2) for r, v in sorted((cpu_by_role or {}).items(), key=lambda kv: -kv[1])
             },
             "simulator_cpu_s": sim_cpu_s,
+            # a PostgreSQL metadata DB's server (None: SQLite, whose work is in the total above)
+            "database_server_cpu_s": database_cpu_s,
             "peak_rss_bytes": peak_rss_bytes,
             "peak_pss_bytes": peak_pss_bytes,
         },
@@ -1105,7 +1200,8 @@ def render_table(r: Mapping[str, Any]) -> str:
     t.section("utilisation (busy task-s / (capacity x makespan))")
     for svc in SERVICES:
         u = r["utilisation"][svc]
-        t.add(svc, f"{_pct(u['of_capacity_x_makespan'])}  ({u['busy_task_s']:.0f} real task-s)")
+        best = f"; at most {_pct(u['at_most'])} at the lower bound" if "at_most" in u else ""
+        t.add(svc, f"{_pct(u['of_capacity_x_makespan'])}  ({u['busy_task_s']:.0f} real task-s{best})")
     t.section("API")
     api = r["api"]
     t.add("requests total / per SDDC", f"{api['requests_total']} / {api['requests_per_sddc']:.1f}")
@@ -1139,6 +1235,15 @@ def render_table(r: Mapping[str, Any]) -> str:
     t.section("correctness")
     t.add("duplicate starts", str(r["duplicate_starts"]))
     t.add("Retry-After violations", str(r["retry_after_violations"]))
+    _cpu_rows(t, r)
+    if "ui" in r:
+        t.add("Airflow UI grid view of the run, loaded every 30 s", render_ui(r["ui"]))
+    _pressure_rows(t, r)
+    _baseline_rows(t, r)
+    return t.render()
+
+
+def _cpu_rows(t: _Table, r: Mapping[str, Any]) -> None:
     t.section("orchestration cost (airflow standalone session, trigger -> end)")
     cpu = r["cpu"]
     t.add(
@@ -1147,17 +1252,17 @@ def render_table(r: Mapping[str, Any]) -> str:
     )
     for role, seconds in cpu.get("by_component", {}).items():
         t.add(f"  {role}", f"{seconds:.1f} / {seconds / r['settings']['sddcs']:.2f}")
+    db_cpu = cpu.get("database_server_cpu_s")
+    if db_cpu is not None:
+        t.add("PostgreSQL server CPU-seconds (SQLite's are in the total)", f"{db_cpu:.1f}")
+        with_db = cpu["orchestration_cpu_s"] + db_cpu
+        t.add("  total with it / per SDDC", f"{with_db:.1f} / {with_db / r['settings']['sddcs']:.2f}")
     t.add("simulator CPU-seconds", f"{cpu['simulator_cpu_s']:.1f}")
     t.add(
         "peak memory, sum of the session's processes",
         f"PSS {_mib(cpu.get('peak_pss_bytes'))}, RSS {_mib(cpu.get('peak_rss_bytes'))}"
         " (RSS: shared pages once per process)",
     )
-    if "ui" in r:
-        t.add("Airflow UI grid view of the run, loaded every 30 s", render_ui(r["ui"]))
-    _pressure_rows(t, r)
-    _baseline_rows(t, r)
-    return t.render()
 
 
 def _pressure_rows(t: _Table, r: Mapping[str, Any]) -> None:

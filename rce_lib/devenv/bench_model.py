@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -53,6 +53,9 @@ STANDARD_DURATIONS: dict[str, float] = {
 #: sim-min / 30 plus the vCenter chain ahead and the smallest SDDC's hosts after), with
 #: vCenter (255 s) and ESX (279 s) close behind, so a scheduler has to keep all three busy.
 STANDARD_CAPACITY: dict[str, int] = {"vcenter": 60, "nsx": 30, "esx": 120}
+#: Airflow's metadata DB and the ledger: standalone's embedded default (the figures of every
+#: earlier round); `postgres` is what a deployment runs (docker-compose.yaml, README's Helm values).
+STANDARD_METADATA_DB: Literal["sqlite", "postgres"] = "sqlite"
 #: The issue's wave sizes.
 STANDARD_SIZES = (50, 200, 1000)
 
@@ -85,6 +88,9 @@ class BenchSettings(BaseModel):
     baseline_batch: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     capacity_change: str | None = Field(default=None, description="SERVICE=N@SECONDS (bench_pressure)")
+    metadata_db: Literal["sqlite", "postgres"] = Field(
+        default=STANDARD_METADATA_DB, description="Airflow's metadata DB and the ledger's"
+    )
 
     @field_validator("capacity_change")
     @classmethod
@@ -173,13 +179,16 @@ class BenchSettings(BaseModel):
             out.append(self.change.describe())
         if self.wave_parallel != self.sddcs:
             out.append(f"max_parallel {self.wave_parallel} (standard: the whole wave, {self.sddcs})")
+        if self.metadata_db != STANDARD_METADATA_DB:
+            out.append(f"metadata DB {self.metadata_db} (standard: {STANDARD_METADATA_DB}, standalone's own)")
         return out
 
     def describe(self) -> str:
         """One line: the settings the run uses."""
         return (
             f"time scale {self.time_scale:g} sim-s per real s, seed {self.seed}, "
-            f"capacity {_kv(self.capacity)}, durations (sim-s) {_kv(self.durations_s)}"
+            f"capacity {_kv(self.capacity)}, durations (sim-s) {_kv(self.durations_s)}, "
+            f"metadata DB and ledger {self.metadata_db}"
         )
 
 
@@ -246,6 +255,14 @@ class Bound:
     lower_bound_s: float  # max(critical path contract, every service bound): the true bound
     engine_bound_s: float  # the same with the engine's host order (hosts sequential per SDDC)
     binding: str  # which term gives lower_bound_s
+
+    @property
+    def max_utilisation(self) -> dict[str, float]:
+        """The most any schedule can keep each service busy (work / (capacity x makespan)): the
+        makespan is never below the bound, whose head and tail no service can fill."""
+        if self.lower_bound_s <= 0:
+            return dict.fromkeys(self.service_plain_s, 0.0)
+        return {s: plain / self.lower_bound_s for s, plain in self.service_plain_s.items()}
 
 
 def host_chain_s(durations: Mapping[str, float]) -> float:

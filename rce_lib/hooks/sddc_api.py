@@ -10,6 +10,7 @@ redirects are refused so the token can never be sent to another host.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 import threading
@@ -123,6 +124,26 @@ def cache_key(conn_id: str) -> tuple[str, str]:
     return ("connection", conn_id)
 
 
+class _ParsedConnection:
+    """A connection whose extras are parsed (and their secrets masked) once.
+
+    Airflow's `Connection.extra_dejson` parses the extras and masks them on every access, and
+    in the triggerer each mask is a blocking request to its supervisor; building one session
+    reads them twice (HttpHook's base URL, then our settings). Everything else is the
+    connection's own."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._extra: dict[str, Any] = connection.extra_dejson
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]:
+        return copy.deepcopy(self._extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
 class _SessionHook(HttpHook):
     """HttpHook used for its connection and session only: bearer auth, extras never become headers."""
 
@@ -135,7 +156,9 @@ class _SessionHook(HttpHook):
     def get_connection(cls, conn_id: str) -> Any:
         """The connection; in the triggerer kept a minute for every phase going on there
         (rce_lib.airflow_support.lookup_cache)."""
-        return lookup_cache.get(cache_key(conn_id), lambda: super(_SessionHook, cls).get_connection(conn_id))
+        return lookup_cache.get(
+            cache_key(conn_id), lambda: _ParsedConnection(super(_SessionHook, cls).get_connection(conn_id))
+        )
 
     def _extract_auth(self, connection: Any) -> AuthBase:
         if not connection.password:

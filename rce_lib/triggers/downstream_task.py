@@ -108,7 +108,8 @@ class DownstreamTaskTrigger(BaseTrigger):
             },
         )
         hook.parent_span_id = span.span_id or self.parent_span_id  # polls are the wait's children
-        log.info("waiting for downstream task %s (%s)", self.downstream_task_id, self.echo.get("op"))
+        # the deferring step logged the wait; in the triggerer each line costs its supervisor a loop
+        log.debug("waiting for downstream task %s (%s)", self.downstream_task_id, self.echo.get("op"))
         try:
             async for event in self._poll(hook):
                 status = str(event.payload.get("status"))

@@ -62,6 +62,39 @@ def test_a_failed_lookup_is_not_kept(clock: Clock) -> None:
     assert cache.get("k", fetch) == "ok" and len(calls) == 2
 
 
+def test_threads_that_miss_together_share_one_fetch(clock: Clock) -> None:
+    """Eight phase threads find the kept value expired at once: one request, not eight."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = lookup_cache.LookupCache(5.0, clock=clock)
+    started, release = threading.Event(), threading.Event()
+    fetches: list[int] = []
+
+    def fetch() -> str:
+        fetches.append(1)
+        started.set()
+        release.wait(5)  # the supervisor is slow to answer
+        return "off"
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(cache.get, "switch", fetch)
+        assert started.wait(5)
+        rest = [pool.submit(cache.get, "switch", fetch) for _ in range(7)]
+        release.set()
+        assert [f.result(5) for f in (first, *rest)] == ["off"] * 8
+    assert len(fetches) == 1
+
+    # a fetch that fails is not shared: the next thread fetches again
+    def no_answer() -> str:
+        raise RuntimeError("no answer")
+
+    cache.forget("switch")
+    with pytest.raises(RuntimeError):
+        cache.get("switch", no_answer)
+    assert cache.get("switch", lambda: "on") == "on"
+
+
 def test_async_lookups_are_kept_too(clock: Clock) -> None:
     cache = lookup_cache.LookupCache(60.0, clock=clock)
     reads: list[int] = []

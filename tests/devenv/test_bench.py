@@ -120,6 +120,19 @@ def test_standard_bounds_of_the_issues_sizes() -> None:
     assert standard_bound(50).binding.startswith("critical path")
 
 
+def test_utilisation_no_schedule_can_beat() -> None:
+    """Work / (capacity x the lower bound): the bound's head (the vCenter chain before the first
+    NSX task) and tail (the hosts after the last) are time no service can fill. At N = 200 that is
+    66% for NSX, so the issue's 90% needs a wave of about 1000; at 1.15x the bound, 57%."""
+    best = {n: standard_bound(n).max_utilisation for n in STANDARD_SIZES}
+    assert round(best[200]["nsx"], 3) == round(200 / 304, 3)
+    assert max(best[200].values()) == best[200]["nsx"] < 0.90
+    assert max(best[50].values()) < 0.30  # the critical path binds: the services idle most of it
+    assert best[1000]["nsx"] > 0.90
+    assert all(0 < u <= 1 for per_n in best.values() for u in per_n.values())
+    assert lower_bound([], {}, {}).max_utilisation == dict.fromkeys(("vcenter", "nsx", "esx"), 0.0)
+
+
 def test_cohort_shapes_are_the_benchs_wave() -> None:
     shapes = cohort_shapes(200)
     assert len(shapes) == 200
@@ -150,9 +163,21 @@ def test_settings_report_what_is_not_standard() -> None:
         capacity={"nsx": 5},
         durations_s={"UPGRADE_HOST": 60},
         max_parallel=5,
+        metadata_db="postgres",
     )
     text = " | ".join(odd.deviations())
-    for part in ("time scale 120", "seed 7", "capacity nsx 5", "UPGRADE_HOST 60", "max_parallel 5"):
+    for part in (
+        "time scale 120",
+        "seed 7",
+        "capacity nsx 5",
+        "UPGRADE_HOST 60",
+        "max_parallel 5",
+        "metadata DB postgres",
+    ):
         assert part in text
+    assert odd.describe().endswith("metadata DB and ledger postgres")
+    assert BenchSettings(sddcs=50).describe().endswith("metadata DB and ledger sqlite")
+    with pytest.raises(ValueError, match="metadata_db"):
+        BenchSettings(sddcs=50, metadata_db="mysql")  # type: ignore[arg-type]
     assert odd.capacity == {"vcenter": 60, "nsx": 5, "esx": 120}
     assert odd.batch_size == 5

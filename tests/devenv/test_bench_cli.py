@@ -84,6 +84,7 @@ def test_out_of_range_arguments_are_refused_with_exit_2(
     [
         (["--sddcs", "ten"], "argument --sddcs: invalid int value: 'ten'"),
         (["--baseline-batch", "3", "--no-baseline"], "not allowed with argument"),
+        (["--metadata-db", "mysql"], "argument --metadata-db: invalid choice: 'mysql'"),
     ],
 )
 def test_malformed_arguments_are_refused_by_the_parser(
@@ -167,3 +168,45 @@ def test_a_baseline_simulator_that_does_not_start_keeps_the_engines_numbers(
     assert "boom" in b["error"]
     assert b["batch_size"] == 4
     assert bench._speedup(b, 100.0) is None
+
+
+def test_postgres_databases_are_fresh_used_and_dropped(tmp_path: Path) -> None:
+    """The local PostgreSQL (as the distributed test uses it): two new databases that Airflow
+    and the ledger are pointed at, gone when the run is over."""
+    from sqlalchemy import create_engine, text
+
+    home = tmp_path / "run-2-20260101-000000"
+
+    def exists(url: str) -> bool:
+        name = url.rsplit("/", 1)[1]
+        admin = create_engine(f"postgresql+psycopg2://{bench.PG_SERVER}/postgres")
+        try:
+            with admin.connect() as conn:
+                found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+                return found.first() is not None
+        finally:
+            admin.dispose()
+
+    with bench._databases("postgres", home) as dbs:
+        meta = dbs.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert meta != dbs.ledger_url
+        assert exists(meta) and exists(dbs.ledger_url)
+        assert dbs.env["AIRFLOW_CONN_RCE_STATE"].endswith(dbs.ledger_url.rsplit("/", 1)[1])
+        assert "SQL_ALCHEMY_CONNECT_ARGS" not in " ".join(dbs.env)  # SQLite's, not for PostgreSQL
+    assert not exists(meta) and not exists(dbs.ledger_url)
+    with bench._databases("sqlite", home) as dbs:
+        assert dbs.ledger_url == f"sqlite:///{home / 'rce_ledger.db'}"
+        assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in dbs.env  # standalone's own SQLite
+
+
+def test_a_postgres_that_cannot_be_reached_fails_fast(tmp_path: Path) -> None:
+    from rce_lib.cli import CommandError
+
+    server = f"postgres@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with (
+        pytest.raises(CommandError, match=f"cannot create databases on {server}: "),
+        bench._databases("postgres", tmp_path / "home", server),
+    ):
+        raise AssertionError("yielded without databases")
+    assert time.monotonic() - started < 10

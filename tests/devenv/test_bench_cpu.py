@@ -26,3 +26,26 @@ def test_a_sessions_cpu_is_counted_and_split_by_command_line() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_postgres_servers_cpu_includes_its_backends() -> None:
+    """A backend's work (here a query that counts to 3 million) shows up in the server's reading,
+    also after the backend has exited (the postmaster reaps it)."""
+    from sqlalchemy import create_engine, text
+
+    from rce_lib.devenv.airflow_distributed import PG_SERVER
+    from rce_lib.devenv.bench import postgres_cpu_seconds
+
+    before = postgres_cpu_seconds()
+    assert before is not None  # CI starts the local server (.ci/run)
+    engine = create_engine(f"postgresql+psycopg2://{PG_SERVER}/postgres")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT count(*) FROM generate_series(1, 3000000)")).scalar_one()
+    finally:
+        engine.dispose()  # the backend exits
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (postgres_cpu_seconds() or 0) - before < 0.1:
+        time.sleep(0.2)
+    after = postgres_cpu_seconds()
+    assert after is not None and after - before >= 0.1

@@ -108,3 +108,24 @@ def test_sync_hooks_share_one_read_and_a_refused_token_is_read_again(
     assert SddcApiHook().get_sddc("sddc-1").id == "sddc-1"
     assert reads.call_count == 2
     assert api.seen[-1].headers["Authorization"] == "Bearer rotated-token"
+
+
+def test_a_kept_connection_masks_its_extras_once(
+    api: FakeApi, connect: Any, kept: lookup_cache.LookupCache, mocker: Any
+) -> None:
+    """In the triggerer every mask is a blocking request to its supervisor: the extras of a kept
+    connection are parsed and masked when it is read, not again for every session built on it."""
+    from airflow.sdk import log as sdk_log
+
+    masks = mocker.spy(sdk_log, "mask_secret")
+    connect(ca_bundle="/etc/ssl/certs/ca.pem", read_timeout=7)
+    api.script(*(Reply(200, sddc_json()) for _ in range(3)))
+    counts = []
+    for _ in range(3):  # three phases going on in the triggerer, a session each
+        hook = SddcApiHook()
+        assert hook.get_sddc("sddc-1").id == "sddc-1"
+        assert hook._http.settings.read_timeout == 7  # the extras still reach the session
+        hook.close()
+        counts.append(sum(1 for c in masks.call_args_list if isinstance(c.args[0], dict)))
+    assert counts[0] >= 1
+    assert counts == [counts[0]] * 3  # the read's masks, and none for the sessions after it
