@@ -118,10 +118,14 @@ def session_cpu_seconds(sid: int) -> tuple[float, int]:
 
 def _session_cpu(sid: int) -> Iterator[tuple[int, float]]:
     """(pid, utime+stime+cutime+cstime in seconds) of every live process of session `sid`."""
-    tick = os.sysconf("SC_CLK_TCK")
     for pid, fields in _proc_stats():
         if int(fields[3]) == sid:
-            yield pid, sum(int(x) for x in fields[11:15]) / tick
+            yield pid, _cpu_s(fields)
+
+
+def _cpu_s(fields: Sequence[str]) -> float:
+    """utime+stime+cutime+cstime in seconds, from /proc/<pid>/stat's fields after the command."""
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 #: (cmdline fragment, role) in match order; a process matching none is "other"
@@ -227,11 +231,9 @@ def postgres_cpu_seconds() -> float | None:
         except OSError:
             return ""
 
-    tick = os.sysconf("SC_CLK_TCK")
     for pid, fields in stats.items():
         if comm(pid) == "postgres" and comm(int(fields[1])) != "postgres":
-            tree = [f for child, f in stats.items() if child == pid or int(f[1]) == pid]
-            return sum(sum(int(x) for x in f[11:15]) for f in tree) / tick
+            return sum(_cpu_s(f) for child, f in stats.items() if child == pid or int(f[1]) == pid)
     return None
 
 

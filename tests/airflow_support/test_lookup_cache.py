@@ -67,7 +67,13 @@ def test_threads_that_miss_together_share_one_fetch(clock: Clock) -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    cache = lookup_cache.LookupCache(5.0, clock=clock)
+    looked = threading.Semaphore(0)  # one release per look at the kept values
+
+    def counting_clock() -> float:
+        looked.release()
+        return clock()
+
+    cache = lookup_cache.LookupCache(5.0, clock=counting_clock)
     started, release = threading.Event(), threading.Event()
     fetches: list[int] = []
 
@@ -81,6 +87,8 @@ def test_threads_that_miss_together_share_one_fetch(clock: Clock) -> None:
         first = pool.submit(cache.get, "switch", fetch)
         assert started.wait(5)
         rest = [pool.submit(cache.get, "switch", fetch) for _ in range(7)]
+        for _ in range(8):  # every thread has found the value missing before the answer comes
+            assert looked.acquire(timeout=5)
         release.set()
         assert [f.result(5) for f in (first, *rest)] == ["off"] * 8
     assert len(fetches) == 1
