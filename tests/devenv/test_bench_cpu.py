@@ -15,9 +15,14 @@ def test_a_sessions_cpu_is_counted_and_split_by_command_line() -> None:
     # a process of its own session whose command line names the scheduler
     proc = subprocess.Popen([sys.executable, "-c", BUSY, "airflow", "scheduler"], start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and session_cpu_seconds(proc.pid)[0] < 0.6:
-            time.sleep(0.1)
+        # until its busy loop is over (it then sleeps): two readings compared must not race it
+        deadline, last = time.monotonic() + 20, -1.0
+        while time.monotonic() < deadline:
+            now = session_cpu_seconds(proc.pid)[0]
+            if now >= 0.6 and now == last:
+                break
+            last = now
+            time.sleep(0.3)
         total, processes = session_cpu_seconds(proc.pid)
         by_role = session_cpu_by_role(proc.pid)
         assert processes == 1 and total >= 0.6
