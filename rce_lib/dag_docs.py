@@ -46,7 +46,7 @@ Upgrades the SDDCs selected by the plan to **{wave.release}** (or the `target_ve
    target, on an unsupported upgrade path, not READY, excluded by the selector, over the wave size
    or claimed by another wave: each with its reason in the log) and claims them in the ledger.
 2. Its first {wave.canary_size} SDDC(s) are the **canary slice** (group `canary`); each SDDC runs
-   `admit → precheck → snapshot → upgrade_vcenter → upgrade_nsx → upgrade_hosts → postcheck`, and
+   `precheck → snapshot → upgrade_vcenter → upgrade_nsx → upgrade_hosts → postcheck`, and
    `rollback` restores it from its snapshot if a phase failed for good.
 3. **`canary_gate`** bakes {wave.bake_seconds} s, then judges the slice on failures, health, phase
    latency and a comparison with SDDCs not yet upgraded; {approval}only on PASS does the rest
@@ -104,17 +104,13 @@ windows) and pushes it as the XComs `preview` (JSON) and `preview_markdown`; cla
 """,
         "canary_slice": "Hands the canary slice to group `canary` (mapped over it). Nothing to resume.",
         "bulk_slice": "Hands the rest of the cohort to group `bulk` (mapped over it). Nothing to resume.",
-        "admit": f"""
-#### `admit` (one SDDC)
-
-Takes a slot among the wave's `max_parallel` ({wave.max_parallel}) SDDCs in flight in the ledger,
-waiting deferred in the default pool (never holding a service slot). Before starting it checks the
-kill switch and the error budget: past {wave.max_fail_percentage:g}% failed the SDDC is skipped with
-`ERROR_BUDGET_EXHAUSTED`.
-"""
-        + _RESUME
-        + kill,
-        "precheck": phase("precheck", "the API's upgrade precheck", "rce_vcenter", "precheck"),
+        "precheck": phase("precheck", "the API's upgrade precheck", "rce_vcenter", "precheck")
+        + f"""
+**Admission, first:** the SDDC's first phase takes a slot among the wave's `max_parallel`
+({wave.max_parallel}) SDDCs in flight in the ledger, or waits for one deferred (holding no pool
+slot). Before that it checks the kill switch and the error budget: past
+{wave.max_fail_percentage:g}% failed, the SDDC is skipped with `ERROR_BUDGET_EXHAUSTED`.
+""",
         "snapshot": phase("snapshot", "a snapshot to roll back to", "rce_vcenter", "snapshot"),
         "upgrade_vcenter": phase(
             "upgrade_vcenter", "vCenter to the target build", "rce_vcenter", "vCenter upgrade"

@@ -16,7 +16,6 @@ from airflow.sdk.definitions.param import ParamsDict
 from rce_lib.api.models import SDDC_ID_PATTERN, VERSION_PATTERN
 from rce_lib.api.services import POOL_FOR_SERVICE
 from rce_lib.dag_docs import dag_doc, task_docs
-from rce_lib.operators.admission import AdmitOperator
 from rce_lib.operators.approval import PromotionApprovalOperator
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.cohort import CohortSliceOperator, ResolveCohortOperator
@@ -89,14 +88,19 @@ def _window_args(wave: Wave) -> dict[str, Any]:
 
 def _start_in_triggerer(phase: SddcPhaseOperator, wave: Wave) -> None:
     """Have the scheduler start `phase` in the triggerer (rce_lib.triggers.start): its plan
-    arguments as they are, the target version from the run's params, the cohort's size from
-    `resolve_cohort`. A phase that starts downstream work does so under its service's ceiling."""
+    arguments as they are, the target version (and the first phase's `max_parallel`) from the
+    run's params, the cohort's size from `resolve_cohort`. A phase that starts downstream work
+    does so under its service's ceiling."""
     static = {k: v for k, v in phase.phase_spec()["kwargs"].items() if k != "task_id" and _plain(v)}
     static["target_version"] = wave.release
+    from_params = {"target_version": "target_version"}
+    if "max_parallel" in phase.template_fields:
+        static["max_parallel"] = wave.max_parallel
+        from_params["max_parallel"] = "max_parallel"
     start_trigger.start_in_triggerer(
         phase,
         static,
-        from_params={"target_version": "target_version"},
+        from_params=from_params,
         xcom_lengths={"cohort_size": "resolve_cohort"} if "cohort_size" in phase.template_fields else None,
         ceiling_of=phase.service.value if phase.starts_downstream_work else None,
     )
@@ -179,33 +183,14 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
         @task_group(group_id="sddc")
         def sddc_upgrade(sddc_id: str) -> None:
             common = {**phase_args, "sddc_id": sddc_id}
-            plan_args: dict[str, Any] = {
-                "rollout": rollout,
-                "wave": name,
-                "max_fail_percentage": wave.max_fail_percentage,
-                "respect_maintenance_windows": windowed["respect_maintenance_windows"],
-                "expected_phase_seconds": windowed["expected_phase_seconds"],
-            }
-            admit = AdmitOperator(
-                task_id="admit",
-                sddc_id=sddc_id,
-                max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
-                cohort_size=cohort_size,
-                map_index_template="{{ task.sddc_id }}",
-                doc_md=docs["admit"],
-                **plan_args,
-            )
-            start_trigger.start_in_triggerer(
-                admit,
-                {**plan_args, "max_parallel": wave.max_parallel},
-                from_params={"max_parallel": "max_parallel"},
-                xcom_lengths={"cohort_size": "resolve_cohort"},
-            )
             phases = [
                 PrecheckOperator(
                     task_id="precheck",
+                    max_parallel=f"{{{{ params.max_parallel or {wave.max_parallel} }}}}",
                     max_fail_percentage=wave.max_fail_percentage,
                     cohort_size=cohort_size,
+                    respect_maintenance_windows=windowed["respect_maintenance_windows"],
+                    expected_phase_seconds=windowed["expected_phase_seconds"],
                     doc_md=docs["precheck"],
                     **common,
                 ),
@@ -236,9 +221,10 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                     **common,
                 ),
             ]
-            # The precheck starts on a worker, under its pool: only a worker renders
-            # map_index_template, so its row in the grid names each SDDC (the others show the map index)
-            for phase in phases[1:]:
+            # every phase starts in the triggerer, the precheck too (it admits the SDDC first:
+            # max_parallel, rce_lib.operators.admission); a worker runs one only when the trigger
+            # cannot (and then names it in the grid: only a worker renders map_index_template)
+            for phase in phases:
                 _start_in_triggerer(phase, wave)
             rollback = RollbackOperator(
                 task_id="rollback",
@@ -247,7 +233,6 @@ def build_wave_dag(plan: RolloutPlan, wave: Wave, *, plan_path: str | None = Non
                 doc_md=docs["rollback"],
                 **common,
             )
-            admit >> phases[0]
             for upstream, downstream in pairwise(phases):
                 upstream >> downstream
             phases >> rollback

@@ -47,7 +47,7 @@ def test_dag_doc_explains_gate_approval_resume_kill_switch_and_dry_run() -> None
 
 def test_phase_docs_say_how_to_resume_and_stop() -> None:
     dag = build_wave_dag(PLAN, PLAN.wave("first"))
-    for task_id in ("canary.precheck", "bulk.upgrade_hosts", "canary.admit"):
+    for task_id in ("canary.precheck", "bulk.upgrade_hosts"):
         doc = dag.get_task(task_id).doc_md or ""
         assert "Only failed" in doc and "rce_kill_switch_first" in doc, task_id
     assert "Pool `rce_esx`" in (dag.get_task("bulk.upgrade_hosts").doc_md or "")

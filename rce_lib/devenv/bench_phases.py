@@ -13,8 +13,8 @@ from typing import Any
 
 from rce_lib.ledger.models import Phase
 
-#: the per-SDDC tasks of a wave's mapped group, in order: admission, then the upgrade's phases
-PHASES: tuple[str, ...] = ("admit", *(p.value for p in Phase if p not in (Phase.ROLLBACK, Phase.DONE)))
+#: the per-SDDC tasks of a wave's mapped group, in order (the precheck admits the SDDC first)
+PHASES: tuple[str, ...] = tuple(p.value for p in Phase if p not in (Phase.ROLLBACK, Phase.DONE))
 GROUPS = ("canary", "bulk")
 SPANS = ("after_upstream", "scheduled_to_start", "start_to_end")
 

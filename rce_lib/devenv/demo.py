@@ -176,7 +176,7 @@ def progress_line(tis: list[dict[str, Any]]) -> str:
             continue
         state = str(ti.get("state") or "pending")
         by_sddc.setdefault((group, index), []).append((task, state))
-    order = ["admit", "precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
+    order = ["precheck", "snapshot", "upgrade_vcenter", "upgrade_nsx", "upgrade_hosts", "postcheck"]
     where: Counter[str] = Counter()
     for tasks in by_sddc.values():
         states = dict(tasks)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,21 @@ WRITE_OPTION = "rce_ledger_write"
 """Execution option marking a write transaction (SQLite: BEGIN IMMEDIATE)."""
 
 BUSY_TIMEOUT_MS = 30_000
+#: how long a thread waits for its process's turn at an SQLite ledger's write lock (one_writer)
+#: before it goes on to wait in SQLite's busy handler anyway
+WRITER_WAIT_S = 30.0
 
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], tuple[Engine, Engine]] = {}
+_writers: dict[str, threading.RLock] = {}
 
 
 def _after_fork_in_child() -> None:
-    """A forked child (a task process, a trigger runner) starts with a free lock: a thread of
-    the parent may have held it at the fork, and that thread does not exist in the child."""
-    global _lock
+    """A forked child (a task process, a trigger runner) starts with free locks: a thread of
+    the parent may have held one at the fork, and that thread does not exist in the child."""
+    global _lock, _writers
     _lock = threading.Lock()
+    _writers = {}
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -45,6 +52,28 @@ def get_engine(url: str) -> Engine:
 def get_write_engine(url: str) -> Engine:
     """The same pool, but every transaction is a write transaction (SQLite: BEGIN IMMEDIATE)."""
     return _cached(url)[1]
+
+
+@contextmanager
+def one_writer(url: str) -> Iterator[None]:
+    """Around a write transaction. SQLite has one write lock per database, and a writer that
+    finds it taken waits in SQLite's busy handler, which sleeps up to 100 ms between tries
+    whether or not the lock came free meanwhile: with the triggerer's phase threads all
+    writing, most of a write's time went to that sleep (docs/performance.md, twelfth round).
+    So the threads of one process take turns here first, each woken the moment the previous
+    one is done; other processes still meet in the busy handler. PostgreSQL: nothing to do."""
+    if not url.startswith("sqlite"):
+        yield
+        return
+    with _lock:
+        writer = _writers.setdefault(url, threading.RLock())
+    # a thread stuck in a write must not stop the others for good: past the wait, SQLite decides
+    held = writer.acquire(timeout=WRITER_WAIT_S)
+    try:
+        yield
+    finally:
+        if held:
+            writer.release()
 
 
 def dispose_engine(url: str) -> None:

@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from rce_lib.errors import ParamsError
 from rce_lib.ledger import schema
-from rce_lib.ledger.engine import get_engine, get_write_engine
+from rce_lib.ledger.engine import get_engine, get_write_engine, one_writer
 from rce_lib.ledger.errors import LedgerCorrupt, StaleGeneration
 from rce_lib.ledger.models import (
     ClaimHolder,
@@ -127,7 +127,7 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         self._ready()
-        with get_write_engine(self.url).begin() as conn:
+        with one_writer(self.url), get_write_engine(self.url).begin() as conn:
             yield conn
 
     @contextmanager

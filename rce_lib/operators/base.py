@@ -361,7 +361,7 @@ class SddcPhaseOperator(BaseOperator):
             self.log.error("%s failed in the triggerer: [%s] %s", self.phase, reason, message)
             kind = event.get("kind")
             if kind == "skip":
-                raise AirflowSkipException(message)
+                raise AirflowSkipException(f"[{reason}] {message}" if event.get("reason") else message)
             if kind == "fail":
                 raise PhaseFailedForGood(reason, message)
             raise PhaseError(reason, message)

@@ -1,7 +1,7 @@
 """The wave's brakes, checked before an SDDC starts: the error budget and the kill switch.
 
-Shared by `admit` and the first phase (precheck), so that an SDDC admitted while
-failures piled up elsewhere is still stopped before its first downstream call.
+Checked by the first phase (precheck) when it begins, before it admits the SDDC, and again
+each time a wait for admission ends: failures may have piled up meanwhile.
 """
 
 from __future__ import annotations
@@ -68,6 +68,25 @@ def check(
         raise Brake(Reason.ERROR_BUDGET_EXHAUSTED, message, skip=True)
 
 
+class BrakeSkip(AirflowSkipException):
+    """The error budget is spent: the task is skipped. `reason` and `detail` as a phase's own
+    failures carry them, so that one raised in the triggerer keeps them on its way to a worker."""
+
+    def __init__(self, brake: Brake) -> None:
+        super().__init__(str(brake))
+        self.reason = str(brake.reason)
+        self.detail = brake.message
+
+
+class BrakeFailure(AirflowFailException):
+    """The kill switch is set: the task fails (no retry; clearing it resumes)."""
+
+    def __init__(self, brake: Brake) -> None:
+        super().__init__(str(brake))
+        self.reason = str(brake.reason)
+        self.detail = brake.message
+
+
 def enforce(ledger: Ledger, log: Logger | Any, **where: Any) -> None:
     """`check`, as Airflow sees it: a spent budget skips the task, the kill switch fails it."""
     try:
@@ -75,8 +94,8 @@ def enforce(ledger: Ledger, log: Logger | Any, **where: Any) -> None:
     except Brake as brake:
         log.warning("%s", brake.message)
         if brake.skip:
-            raise AirflowSkipException(str(brake)) from None
-        raise AirflowFailException(str(brake)) from None
+            raise BrakeSkip(brake) from None
+        raise BrakeFailure(brake) from None
 
 
 def _record(

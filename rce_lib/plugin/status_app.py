@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from rce_lib.airflow_support.ledger_conn import get_ledger
 
-COLUMNS = ("wave", "SDDC", "phase", "status", "from", "to", "last error", "updated")
+COLUMNS = ("wave", "SDDC", "grid", "phase", "status", "from", "to", "last error", "updated")
 
 
 def _require_login() -> Any:
@@ -63,7 +63,9 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def page(wave: Annotated[str | None, Query(max_length=128)] = None) -> str:
-        rows = get_ledger().list_progress(wave=wave)
+        ledger = get_ledger()
+        rows = ledger.list_progress(wave=wave)
+        slots = _grid_slots(ledger, {(r.rollout, r.wave) for r in rows})
         cells = "".join(
             "<tr>"
             + "".join(
@@ -71,6 +73,7 @@ def create_app() -> FastAPI:
                 for v in (
                     r.wave,
                     r.sddc_id,
+                    slots.get((r.rollout, r.wave, r.run_id, r.sddc_id), ""),
                     r.phase.value,
                     r.status.value,
                     r.source_version,
@@ -89,3 +92,18 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+def _grid_slots(ledger: Any, waves: set[tuple[str, str]]) -> dict[tuple[str, str, str, str], str]:
+    """(rollout, wave, run, SDDC) -> `<group>[<map index>]` in the run's grid, from each wave's
+    latest cohort (rce_lib.status.snapshot.grid_slots)."""
+    from rce_lib.status.snapshot import grid_slots
+
+    out: dict[tuple[str, str, str, str], str] = {}
+    for rollout, wave in waves:
+        cohorts = ledger.events(rollout=rollout, wave=wave, kinds=["cohort_resolved"], limit=10_000)
+        if cohorts:
+            latest = cohorts[-1]
+            for sddc_id, slot in grid_slots(latest).items():
+                out[rollout, wave, latest.run_id, sddc_id] = slot
+    return out

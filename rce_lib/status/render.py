@@ -111,7 +111,7 @@ def _failure_table(wave: WaveStatus) -> Table:
 
 def _sddc_table(wave: WaveStatus) -> Table:
     table = _table()
-    for column in ("  SDDC", "slice", "status", "phase", "release", "attempts", "left"):
+    for column in ("  SDDC", "grid", "status", "phase", "release", "attempts", "left"):
         table.add_column(column, no_wrap=True)
     for item in wave.sddcs:
         left = (
@@ -122,7 +122,7 @@ def _sddc_table(wave: WaveStatus) -> Table:
         style = _STATUS_STYLE.get(item.status.value, "")
         table.add_row(
             f"  {item.sddc_id}",
-            "canary" if item.canary else "",
+            item.grid or ("canary" if item.canary else ""),
             Text(item.status.value, style=style),
             item.phase.value,
             f"{item.source_version or '?'} -> {item.target_version or '?'}",

@@ -57,6 +57,8 @@ class SddcState(_Frozen):
     error_message: str | None = None
     finished: bool
     remaining_s: float | None = None
+    grid: str | None = None
+    """Where the SDDC's tasks sit in its run's grid, `<group>[<map index>]` (grid_slots)."""
 
 
 class WaveStatus(_Frozen):
@@ -181,7 +183,17 @@ def wave_status(
     if parallelism is None:
         in_flight = sum(1 for row in rows if row.status is Status.RUNNING)
         parallelism, parallelism_source = max(1, in_flight), "SDDCs running now"
-    states = [_state(row, medians, now, row.sddc_id in canary) for row in rows]
+    slots = grid_slots(cohort)
+    states = [
+        _state(
+            row,
+            medians,
+            now,
+            row.sddc_id in canary,
+            slots.get(row.sddc_id) if cohort and row.run_id == cohort.run_id else None,
+        )
+        for row in rows
+    ]
     by_phase: dict[str, dict[str, int]] = {}
     for row in rows:
         cell = by_phase.setdefault(row.phase.value, {})
@@ -216,7 +228,28 @@ def wave_status(
     )
 
 
-def _state(row: Progress, medians: Mapping[str, float], now: datetime, canary: bool) -> SddcState:
+def grid_slots(cohort: Event | None) -> dict[str, str]:
+    """Where each SDDC of a run sits in the run's grid: `canary[i]` or `bulk[i]`, i its map index.
+
+    The phases start in the triggerer, which cannot render `map_index_template` (Airflow 3.3),
+    so the grid shows most of an SDDC's tasks by map index; this says which index is which. The
+    groups are mapped over the slices resolve_cohort pushed: the canary slice is the cohort's
+    canary ids it claimed, the bulk slice the rest of its members, in order."""
+    if cohort is None:
+        return {}
+    members = [str(m) for m in cohort.data.get("members") or []]
+    claimed = set(members)
+    canary = [str(c) for c in cohort.data.get("canary") or [] if c in claimed]
+    bulk = [m for m in members if m not in set(canary)]
+    return {
+        **{sddc_id: f"canary[{i}]" for i, sddc_id in enumerate(canary)},
+        **{sddc_id: f"bulk[{i}]" for i, sddc_id in enumerate(bulk)},
+    }
+
+
+def _state(
+    row: Progress, medians: Mapping[str, float], now: datetime, canary: bool, grid: str | None = None
+) -> SddcState:
     finished = is_finished(row)
     return SddcState(
         sddc_id=row.sddc_id,
@@ -231,6 +264,7 @@ def _state(row: Progress, medians: Mapping[str, float], now: datetime, canary: b
         error_message=row.last_error.message if row.last_error else None,
         finished=finished,
         remaining_s=None if finished else remaining_seconds(row, medians, now),
+        grid=grid,
     )
 
 

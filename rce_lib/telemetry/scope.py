@@ -1,7 +1,7 @@
 """The scope every execution of one of our tasks runs in: log fields bound, a span open,
 spans flushed at the end (a worker process is short-lived).
 
-`sddc_scope` is for the tasks of one SDDC (admit, the phases, rollback): the (run, SDDC)
+`sddc_scope` is for the tasks of one SDDC (the phases, rollback): the (run, SDDC)
 trace, the span a child of the SDDC span. `wave_scope` is for the wave's own tasks
 (cohort, gate, summary): the wave's trace, the span a child of the wave span.
 `sweep_scope` is for the reconciliation sweep's tasks.

@@ -45,7 +45,9 @@ THREADS_ENV_VAR = "RCE_PHASE_THREADS"
 #: the worker-side method a PhaseTrigger's event resumes
 RESUME_METHOD = "resume_from_triggerer"
 #: the phase methods a wait may resume (anything else is left to the worker)
-CONTINUABLE = frozenset({"execute_complete", "resume_after_wait", "resume_after_window"})
+CONTINUABLE = frozenset(
+    {"execute_complete", "resume_after_wait", "resume_after_window", "resume_for_admission"}
+)
 #: waits carried on in one trigger before handing over to a worker anyway (a runaway loop)
 MAX_HOPS = 500
 

@@ -1,13 +1,13 @@
-"""Start a task in the triggerer, with no worker at all: admit and every phase but precheck
-and rollback (the precheck's worker renders the SDDC id as the grid's map index).
+"""Start a task in the triggerer, with no worker at all: every phase of an SDDC's group but
+the rollback (which starts only after a failure).
 
-Every SDDC of a wave starts with `admit` at once: at N = 200 that was 200 task processes
-queued behind the scheduler and the executor before the first precheck could start, about
-one CPU-second of Airflow each, and every phase after it waited the same way (Airflow queues
-16 task instances per scheduler loop; docs/performance.md, seventh and eighth rounds). So
-these tasks start from the triggerer (`start_from_trigger`): the scheduler defers them
-straight away and `StartTrigger` runs the operator's `execute` (its `run_from_start`) in a
-thread here, with the arguments a worker would have rendered:
+Every SDDC of a wave starts at once: at N = 200 that was 200 task processes queued behind the
+scheduler and the executor before the first downstream call, about one CPU-second of Airflow
+each, and every phase after it waited the same way (Airflow queues 16 task instances per
+scheduler loop; docs/performance.md, seventh, eighth and twelfth rounds). So these tasks start
+from the triggerer (`start_from_trigger`): the scheduler defers them straight away and
+`StartTrigger` runs the operator's `execute` (its `run_from_start`) in a thread here, with the
+arguments a worker would have rendered:
 
 * the SDDC id: the map index's entry of the group's slice (`<group>_slice`'s XCom);
 * `from_params`: arguments the run's params set (when set; else the plan's value);
@@ -25,6 +25,10 @@ service's ceiling, the pool's size (rce_lib.airflow_support.pool_ceilings), whic
 downstream tasks' slots never exceed (rce_lib.pacing.store); without one a worker runs it,
 under the pool. `airflow dags test` ignores `start_from_trigger` and runs `execute`
 in-process, as before.
+
+Airflow 3.3's trigger runner cannot set a task's `rendered_map_index`: the grid names by SDDC
+id only the task instances a worker ran (a failure raised, a hand-over), and shows the others
+by map index; the ledger, `rce status` and the `/rce/` page name every SDDC.
 """
 
 from __future__ import annotations

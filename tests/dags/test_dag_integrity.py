@@ -31,7 +31,6 @@ PLAN_FILE = REPO / "include" / "rollout.yaml"
 POOLS_FILE = REPO / "include" / "pools.json"
 AIRFLOW_DEFAULT_POOL = "default_pool"  # created by `airflow db migrate`, not by pools.json
 PHASE_TASKS = (
-    "admit",
     "precheck",
     "snapshot",
     "upgrade_vcenter",
@@ -86,13 +85,17 @@ def test_every_task_pool_exists(bag: DagBag, pools: set[str]) -> None:
     for dag in bag.dags.values():
         for task in dag.tasks:
             assert task.pool in pools | {AIRFLOW_DEFAULT_POOL}, (dag.dag_id, task.task_id, task.pool)
-            if task.task_id in ("canary.admit", "bulk.admit"):
-                # waiting for an in-flight slot must hold no service slot (else waiting SDDCs
-                # could fill the pool the admitted ones need: a deadlock)
-                assert task.pool == AIRFLOW_DEFAULT_POOL, (dag.dag_id, task.pool)
-            elif task.task_id.startswith(("canary.", "bulk.", "canary_rollback")):
+            if task.task_id.startswith(("canary.", "bulk.", "canary_rollback")):
                 # every task that talks to the fleet per SDDC is capped by its service's pool
                 assert task.pool in POOL_FOR_SERVICE.values(), (dag.dag_id, task.task_id, task.pool)
+
+
+def test_service_pools_do_not_count_deferred_tasks() -> None:
+    """An SDDC waiting to be admitted (its precheck deferred) must hold no service slot, or
+    waiting SDDCs could fill the pool the admitted ones need to finish: a deadlock."""
+    shipped = json.loads(POOLS_FILE.read_text())
+    assert set(shipped) == set(POOL_FOR_SERVICE.values())
+    assert all(pool["include_deferred"] is False for pool in shipped.values()), shipped
 
 
 def test_unknown_pool_is_reported(pools: set[str]) -> None:
@@ -123,8 +126,8 @@ def test_canary_slice_then_gate_then_bulk(bag: DagBag) -> None:
         assert gate.upstream_task_ids == {"canary.rollback", "canary.postcheck"}
         assert rollback.trigger_rule == TriggerRule.ONE_FAILED
         assert "canary_gate" in rollback.upstream_task_ids
-        assert "canary_gate" in dag.get_task("bulk.admit").upstream_task_ids
-        assert dag.get_task("bulk.admit").trigger_rule == TriggerRule.ALL_SUCCESS
+        assert "canary_gate" in dag.get_task("bulk.precheck").upstream_task_ids
+        assert dag.get_task("bulk.precheck").trigger_rule == TriggerRule.ALL_SUCCESS
         summary = dag.get_task("wave_summary")
         assert summary.trigger_rule == TriggerRule.ALL_DONE
         assert summary.upstream_task_ids == {"bulk.rollback", "bulk.postcheck", "canary_rollback"}
@@ -141,7 +144,7 @@ def test_approval_sits_between_gate_and_bulk(tmp_path: Path, monkeypatch: pytest
     assert bag.import_errors == {}
     approve = bag.dags["rce_wave_first"].get_task("approve_promotion")
     assert approve.upstream_task_ids == {"canary_gate"}
-    assert "bulk.admit" in approve.downstream_task_ids
+    assert "bulk.precheck" in approve.downstream_task_ids
     assert approve.defaults == ["Approve"] and approve.response_timeout.total_seconds() == 600
     assert "canary_gate" in approve.body  # the approver sees the gate's evidence
     assert "approve_promotion" not in bag.dags["rce_wave_second"].task_ids

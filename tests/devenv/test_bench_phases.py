@@ -45,25 +45,25 @@ def test_spans_per_phase_over_both_groups() -> None:
     b = phase_breakdown(tis, t_trigger=T0.timestamp())
 
     assert list(b) == list(PHASES)
-    assert b["admit"]["after_upstream"] is None  # nothing upstream inside the group
+    assert b["precheck"]["after_upstream"] is None  # nothing upstream inside the group
     for phase in PHASES[1:]:
         assert b[phase]["after_upstream"] == {"n": 2, "median": 3.0, "p90": 3.0, "max": 3.0}
     assert b["precheck"]["scheduled_to_start"]["max"] == 4.0
     assert b["upgrade_nsx"]["start_to_end"] == {"n": 2, "median": 20.0, "p90": 20.0, "max": 20.0}
-    assert b["admit"]["first_start_s"] == 3.0  # canary: scheduled at 1, started 2 s later
-    assert b["postcheck"]["last_end_s"] == 100.0 + 7 * 27.0
+    assert b["precheck"]["first_start_s"] == 3.0  # canary: scheduled at 1, started 2 s later
+    assert b["postcheck"]["last_end_s"] == 100.0 + 6 * 27.0
 
 
 def test_instances_that_never_ran_are_left_out() -> None:
     tis = [
-        _ti("bulk.admit", 0, 0.0, 1.0, 2.0),
-        _ti("bulk.precheck", 0, 5.0, None, None),  # scheduled, never started
+        _ti("bulk.precheck", 0, 0.0, 1.0, 2.0),
+        _ti("bulk.snapshot", 0, 5.0, None, None),  # scheduled, never started
         _ti("bulk.upgrade_hosts", 0, None, None, None),
     ]
     b = phase_breakdown(tis, t_trigger=T0.timestamp())
-    assert list(b) == ["admit"]
+    assert list(b) == ["precheck"]
     rows = dict(render_rows(b))
-    assert rows["  admit"].startswith("- | 1.0/1.0 | 1.0/1.0")
+    assert rows["  precheck"].startswith("- | 1.0/1.0 | 1.0/1.0")
 
 
 def test_a_running_phase_has_no_last_end() -> None:

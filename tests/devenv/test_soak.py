@@ -301,7 +301,7 @@ def test_a_run_that_did_not_end_says_what_it_waited_on(tmp_path: Path) -> None:
     deferred = _ti("bulk.upgrade_hosts", 1, "deferred", None)
     deferred["trigger"] = {"classpath": "rce_lib.triggers.phase.PhaseTrigger"}
     soak.rest = _AirflowApi(
-        [deferred, _ti("bulk.postcheck", 0, "queued", 200), _ti("bulk.admit", 0, "success", None)]
+        [deferred, _ti("bulk.postcheck", 0, "queued", 200), _ti("bulk.snapshot", 0, "success", None)]
     )  # type: ignore[assignment]
     soak.result.unfinished = soak._unfinished("run-1")
     assert soak.result.unfinished == [

@@ -97,10 +97,10 @@ def test_good_release_promotes_and_kill_switch_halts_then_resumes(
     decisions = ledger.events(rollout=ROLLOUT, wave="first", kinds=["gate_decision"])
     assert decisions and decisions[-1].data["decision"] == "pass", [e.message for e in decisions]
 
-    # every phase of an SDDC but the precheck (a worker renders its SDDC id for the grid) ran in the
-    # triggerer: each succeeded without ever being queued for a worker
+    # every phase of an SDDC ran in the triggerer, the precheck (which admits the SDDC) too:
+    # each succeeded without ever being queued for a worker
     tis = rest.task_instances("rce_wave_first", first_run)
-    for task in (p for p in PHASES if p != "precheck"):
+    for task in PHASES:
         started_there = [ti for ti in tis if ti["task_id"].endswith(f".{task}")]
         assert len(started_there) == len(FIRST), started_there
         assert all(ti["state"] == "success" and ti["queued_when"] is None for ti in started_there), (

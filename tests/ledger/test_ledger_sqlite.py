@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from rce_lib.ledger import Ledger, dispose_engine, get_engine
@@ -73,10 +74,12 @@ def test_a_forked_child_opens_the_ledger_while_a_parent_thread_holds_its_locks(
 
     url = f"sqlite:///{tmp_path}/fork.db"
     Ledger(url).ensure_schema()
+    with engine.one_writer(url):
+        pass  # the parent's lock for this ledger exists before the fork
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with engine._lock, store._schema_lock, lookup_cache._decide_lock:
+        with engine.one_writer(url), engine._lock, store._schema_lock, lookup_cache._decide_lock:
             held.set()
             release.wait(30)
 
@@ -98,3 +101,44 @@ def _open_in_child(url: str) -> None:
     lookup_cache.for_this_process()
     with ledger.transaction(write=True):
         pass
+
+
+def test_threads_of_one_process_take_turns_before_sqlites_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite's busy timeout at 0, a writer that found the write lock taken would fail
+    at once ("database is locked"): eight threads writing together all succeed only because
+    they take turns in the process first (one_writer), never meeting at SQLite's lock."""
+    import threading
+
+    from rce_lib.ledger import engine
+
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 0)
+    url = f"sqlite:///{tmp_path}/turns.db"
+    ledger = Ledger(url)
+    ledger.ensure_schema()
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        start.wait(10)
+        try:
+            for i in range(40):
+                ledger.append_event(
+                    "r", "w", "progress_updated", sddc_id=f"sddc-{n}", run_id="run", message=str(i)
+                )
+        except BaseException as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    try:
+        with get_engine(url).connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 0
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert len(ledger.events(rollout="r", wave="w", limit=1000)) == 8 * 40
+    finally:
+        dispose_engine(url)

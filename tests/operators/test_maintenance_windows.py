@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from rce_lib.api.models import MaintenanceWindow
 from rce_lib.devenv.airflow_local import sddc_api_conn
 from rce_lib.ledger import Ledger
-from rce_lib.ledger.models import EventKind, Phase
+from rce_lib.ledger.models import EventKind, Phase, Status
 from rce_lib.operators.cohort import _enroll
 from rce_lib.operators.components import VcenterUpgradeOperator
 from rce_lib.operators.hosts import HostsUpgradeOperator
@@ -205,43 +205,71 @@ def test_the_trigger_fires_early_when_the_window_changes(fleet: Any) -> None:
 # ------------------------------------------------------------------ admission waits first
 
 
-def admit_op(**kwargs: Any) -> Any:
-    from rce_lib.operators.admission import AdmitOperator
+def precheck_op(**kwargs: Any) -> Any:
+    from rce_lib.operators.precheck import PrecheckOperator
 
     kwargs.setdefault("respect_maintenance_windows", True)
-    return AdmitOperator(task_id="admit", sddc_id=SDDC, rollout=R, wave=W, max_parallel=1, **kwargs)
+    return PrecheckOperator(
+        task_id="precheck",
+        sddc_id=SDDC,
+        rollout=R,
+        wave=W,
+        target_version=TARGET,
+        max_parallel=1,
+        **QUICK,
+        **kwargs,
+    )
 
 
 def test_admission_waits_for_the_window_before_taking_a_slot(fleet: Any, ledger: Ledger) -> None:
-    """A waiting SDDC holds no max_parallel slot (and, being in the default pool, no service
-    pool slot): SDDCs whose window is open are never held up by those waiting for theirs."""
+    """A waiting SDDC holds no max_parallel slot (and, deferred, no service pool slot): SDDCs
+    whose window is open are never held up by those waiting for theirs."""
+    from rce_lib.operators.admission import ADMISSION_METHOD
+
     window = closed_window(datetime.now(UTC))
     fleet.set_window(SDDC, window)
     fleet.reset_counters()
     with pytest.raises(TaskDeferred) as deferred:
-        admit_op().execute(_context())
+        precheck_op().execute(_context())
     opens, _ = next_window(MaintenanceWindow.model_validate(window), datetime.now(UTC))
     trigger = deferred.value.trigger
     assert isinstance(trigger, MaintenanceWindowTrigger) and trigger.moment == opens
-    assert deferred.value.method_name == "run_from_start"
+    assert deferred.value.method_name == ADMISSION_METHOD and deferred.value.timeout is not None
     assert ledger.in_flight(R, W, RUN) == 0
     assert fleet.counters()["mutating_calls"] == 0
     [event] = ledger.events(rollout=R, wave=W, sddc_id=SDDC, kinds=["waiting_for_window"])
-    assert event.data["by"] == "admit" and event.data["opens_at"] == opens.isoformat()
-    assert admit_op().pool == "default_pool"
+    assert event.data["by"] == "admission" and event.data["opens_at"] == opens.isoformat()
+
+    # the window opens: the same task, resumed, takes its slot and prechecks
+    fleet.set_window(SDDC, open_window(datetime.now(UTC)))
+    precheck_op().resume_for_admission(_context(), event={"status": "window_open"})
+    assert ledger.in_flight(R, W, RUN) == 1
+    assert fleet.counters()["mutating_calls"] == 1
 
 
 def test_admission_with_an_open_window_or_the_flag_off_takes_its_slot(fleet: Any, ledger: Ledger) -> None:
     fleet.set_window(SDDC, open_window(datetime.now(UTC)))
-    assert admit_op().execute(_context()).startswith("admitted")
+    fleet.reset_counters()
+    precheck_op().execute(_context())
     assert ledger.in_flight(R, W, RUN) == 1
+    # one read of the SDDC serves the window and the reconciliation before the phase
+    requests = fleet.counters()["requests"]
+    reads = [r["count"] for r in requests if (r["method"], r["route"]) == ("GET", "/api/v1/sddcs/{sddc_id}")]
+    assert sum(reads) == 1, requests
     fleet.set_window(SDDC, closed_window(datetime.now(UTC)))
-    before = fleet.counters()["requests_total"]
-    assert admit_op(respect_maintenance_windows=False).execute(_context()).startswith("admitted")
-    assert fleet.counters()["requests_total"] == before + 1  # this counters read only: no SDDC read
+    ledger.upsert_progress(R, W, SDDC, RUN, status=Status.PENDING, started_at=None)
+    precheck_op(respect_maintenance_windows=False).execute(_context())
+    assert ledger.in_flight(R, W, RUN) == 1
 
 
 def test_admission_does_not_hold_an_sddc_already_under_way(fleet: Any, ledger: Ledger) -> None:
+    """A cleared precheck of an SDDC whose NSX upgrade began in this run: admitted again at once
+    (its window is for the disruptive phases to judge), no wait recorded."""
+    from rce_lib.operators.runtime import PhaseRun
+
     ledger.phase_started(R, W, SDDC, RUN, Phase.UPGRADE_NSX)
     fleet.set_window(SDDC, closed_window(datetime.now(UTC)))
-    assert admit_op().execute(_context()).startswith("admitted")
+    op = precheck_op()
+    op.admit(PhaseRun.from_context(op, _context()))  # no TaskDeferred
+    assert ledger.in_flight(R, W, RUN) == 1
+    assert ledger.events(rollout=R, wave=W, sddc_id=SDDC, kinds=["waiting_for_window"]) == []

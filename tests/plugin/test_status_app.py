@@ -54,6 +54,16 @@ def test_shows_every_sddc_once_logged_in(ledger: Ledger) -> None:
     }
     page = client.get("/").text
     assert "sddc-0002" in page and "[HOST_DISCONNECTED] host &lt;h1&gt; down" in page
+    assert "<th>grid</th>" in page and "canary[0]" not in page  # no cohort recorded: no placement
+    ledger.append_event(
+        "r",
+        "canary",
+        "cohort_resolved",
+        run_id="run-1",
+        data={"members": ["sddc-0001", "sddc-0002"], "canary": ["sddc-0002"]},
+    )
+    page = client.get("/").text
+    assert "<td>sddc-0002</td><td>canary[0]</td>" in page and "<td>sddc-0001</td><td>bulk[0]</td>" in page
     assert client.get("/progress", params={"wave": "x" * 200}).status_code == 422
 
 

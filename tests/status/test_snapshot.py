@@ -8,7 +8,14 @@ import pytest
 
 from rce_lib.ledger import Ledger, Phase, Progress, Status
 from rce_lib.status.collect import collect
-from rce_lib.status.snapshot import phase_medians, remaining_phases, remaining_seconds, wave_eta, wave_status
+from rce_lib.status.snapshot import (
+    grid_slots,
+    phase_medians,
+    remaining_phases,
+    remaining_seconds,
+    wave_eta,
+    wave_status,
+)
 
 from .conftest import ROLLOUT, WAVE, Clock
 
@@ -86,6 +93,14 @@ def test_wave_status_from_a_ledger(status_ledger: tuple[Ledger, str, Clock]) -> 
     assert by_id["sddc-0005"].remaining_s == 504.0
     assert (wave.parallelism, wave.eta_s) == (2, 504.0)
     assert wave.sddcs[0].sddc_id == "sddc-0001" and wave.sddcs[0].canary
+    # map index i of each group is entry i of its slice: the canary slice, then the rest in order
+    assert [(s.sddc_id, s.grid) for s in wave.sddcs] == [
+        ("sddc-0001", "canary[0]"),
+        ("sddc-0002", "bulk[0]"),
+        ("sddc-0003", "bulk[1]"),
+        ("sddc-0004", "bulk[2]"),
+        ("sddc-0005", "bulk[3]"),
+    ]
     assert wave.excluded == {"ALREADY_AT_TARGET": 1}
     assert not snapshot.done
 
@@ -98,3 +113,16 @@ def test_eta_is_unknown_until_every_phase_ahead_was_observed(
     wave = wave_status(ROLLOUT, WAVE, rows, durations={"precheck": [10.0]}, now=clock.now, parallelism=3)
     assert wave.eta_s is None
     assert "snapshot" in wave.eta_note and "upgrade_hosts" in wave.eta_note
+
+
+def test_grid_slots_follow_the_slices_resolve_cohort_pushed() -> None:
+    """The canary slice keeps the cohort's canary order and only claimed SDDCs (one claimed by
+    another wave drops out of both slices); no cohort event, no placement."""
+    from rce_lib.ledger.models import Event
+
+    cohort = Event(
+        id=1, ts=NOW, rollout=ROLLOUT, wave=WAVE, run_id="r", kind="cohort_resolved", message="",
+        data={"members": ["sddc-0003", "sddc-0001", "sddc-0004"], "canary": ["sddc-0004", "sddc-0002"]},
+    )  # fmt: skip
+    assert grid_slots(cohort) == {"sddc-0004": "canary[0]", "sddc-0003": "bulk[0]", "sddc-0001": "bulk[1]"}
+    assert grid_slots(None) == {}

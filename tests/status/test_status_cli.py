@@ -46,7 +46,8 @@ def test_status_table_shows_phases_failures_and_eta(status_ledger: tuple[Ledger,
     assert "PRECHECK_BLOCKED" in out and "disk space below 10%" in out
     assert "ETA ~" in out and "at most 2 at a time" in out
     assert "excluded at cohort resolution: ALREADY_AT_TARGET 1" in out
-    assert "sddc-0001  canary" in out  # --details lists every SDDC, canary first
+    # --details lists every SDDC, canary first, with where its tasks sit in the grid
+    assert "sddc-0001  canary[0]" in out and "sddc-0003  bulk[1]" in out
 
 
 def test_status_json_is_the_snapshot_model(status_ledger: tuple[Ledger, str, Clock]) -> None:
