@@ -2,9 +2,10 @@
 chromedriver), on a real `airflow standalone` that has run a canary wave:
 
 - the login form takes the generated admin password;
-- a mapped task a worker ran is labelled by SDDC id (map_index_template), not by index: the
-  phases start in the triggerer, which cannot render it, so the run's first vCenter upgrade
-  fails once (a retryable downstream failure, raised on a worker) and is retried;
+- a failed mapped task is labelled by SDDC id (map_index_template), not by index: the phases
+  start in the triggerer, which cannot render it, but a failure is raised on a worker, which
+  does; so the canary's vCenter upgrade fails for good (the wave stops at the canary, the
+  SDDC is rolled back) and the failed task and its rollback name the SDDC;
 - the trigger form (params) refuses a malformed target release and accepts a valid one,
   which starts a run;
 - screenshots of each page are saved under the test's tmp_path (docs/img/grid.png in the
@@ -83,14 +84,14 @@ def page_text(browser: WebDriver) -> str:
 @pytest.fixture
 def ran_wave(sim_factory: Any, standalone_factory: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     sim = sim_factory(size=8, time_scale=3000.0)
-    sim.faults(fail_next={"UPGRADE_VCENTER": 1}, task_failure_retryable=True)
+    sim.faults(fail_next={"UPGRADE_VCENTER": 1}, task_failure_retryable=False)
     plan = write_plan(tmp_path / "rollout.yaml")
     af = standalone_factory(sim, extra_env={"RCE_ROLLOUT_PLAN": str(plan)})
     rest: AirflowRest = af.start()
     rest.wait_for_dag(DAG_ID)
     rest.unpause(DAG_ID)
     run_id = rest.trigger(DAG_ID, {"target_version": TARGET})
-    assert rest.wait_run(DAG_ID, run_id, timeout=420) == "success"
+    assert rest.wait_run(DAG_ID, run_id, timeout=420) == "failed"  # stopped at the canary
     yield {"rest": rest, "af": af, "run_id": run_id, "base": f"http://localhost:{af.local.api_port}"}
 
 
@@ -134,12 +135,12 @@ def test_grid_shows_sddc_ids_and_the_params_form_validates(
     wait_for(browser, "the grid", lambda b: "canary" in page_text(b) and "bulk" in page_text(b))
     shot(browser, tmp_path, "grid")
 
-    tis = rest.task_instances(DAG_ID, run_id)
-    [retried] = [ti for ti in tis if ti["task_id"].endswith(".upgrade_vcenter") and ti["try_number"] > 1]
-    assert retried["rendered_map_index"] in SDDCS, retried  # the worker that raised its failure named it
-    browser.get(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/{retried['task_id']}/mapped")
-    label = str(retried["rendered_map_index"])
-    wait_for(browser, "the retried task labelled by its SDDC id", lambda b: label in page_text(b))
+    tis = {(ti["task_id"], ti["map_index"]): ti for ti in rest.task_instances(DAG_ID, run_id)}
+    failed = tis["canary.upgrade_vcenter", 0]
+    assert failed["state"] == "failed" and failed["rendered_map_index"] == SDDCS[0], failed
+    assert tis["canary.rollback", 0]["rendered_map_index"] == SDDCS[0]
+    browser.get(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/canary.upgrade_vcenter/mapped")
+    wait_for(browser, "the failed task labelled by its SDDC id", lambda b: SDDCS[0] in page_text(b))
     shot(browser, tmp_path, "mapped")
 
     runs_before = runs(rest)
