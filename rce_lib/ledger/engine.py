@@ -65,8 +65,10 @@ def one_writer(url: str) -> Iterator[None]:
     if not url.startswith("sqlite"):
         yield
         return
-    with _lock:
-        writer = _writers.setdefault(url, threading.RLock())
+    writer = _writers.get(url)
+    if writer is None:  # once per ledger and process: not every write takes the engines' lock
+        with _lock:
+            writer = _writers.setdefault(url, threading.RLock())
     # a thread stuck in a write must not stop the others for good: past the wait, SQLite decides
     held = writer.acquire(timeout=WRITER_WAIT_S)
     try:

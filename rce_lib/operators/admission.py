@@ -21,9 +21,9 @@ from rce_lib.ledger import Phase
 from rce_lib.operators import brakes
 from rce_lib.operators.base import SddcPhaseOperator
 from rce_lib.operators.runtime import PhaseRun, in_process_test_run
-from rce_lib.operators.windowed import DEFER_GRACE, WAITING_EVENT
+from rce_lib.operators.windowed import DEFER_GRACE, WAITING_EVENT, expected_of
 from rce_lib.plan.model import DEFAULT_EXPECTED_PHASE_SECONDS, DisruptivePhase
-from rce_lib.plan.windows import WaitUntil, describe, expected_duration, may_start
+from rce_lib.plan.windows import WaitUntil, describe, may_start
 from rce_lib.telemetry import log_context
 from rce_lib.triggers.ledger_slot import LedgerSlotTrigger
 from rce_lib.triggers.maintenance_window import MaintenanceWindowTrigger
@@ -143,9 +143,9 @@ class AdmittingPhaseOperator(SddcPhaseOperator):
         window = sddc.maintenance_window
         if window is None:
             return
-        first = FIRST_DISRUPTIVE
-        fallback = self.expected_phase_seconds.get(first, DEFAULT_EXPECTED_PHASE_SECONDS[first])
-        expected = expected_duration(run.ledger.phase_durations(self.rollout).get(first, []), fallback)
+        expected = expected_of(
+            FIRST_DISRUPTIVE, run.ledger.phase_durations(self.rollout), self.expected_phase_seconds
+        )
         now = datetime.now(UTC)
         decision = may_start(window, now, expected.delta)
         if not isinstance(decision, WaitUntil):
@@ -161,7 +161,6 @@ class AdmittingPhaseOperator(SddcPhaseOperator):
             message,
             {"opens_at": opens_at, "closes_at": decision.closes_at.isoformat(), "by": "admission"},
         )
-        run.take_sddc()  # it will be read again when the window opens
         self.defer(
             trigger=MaintenanceWindowTrigger(
                 opens_at=opens_at,

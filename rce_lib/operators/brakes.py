@@ -68,9 +68,9 @@ def check(
         raise Brake(Reason.ERROR_BUDGET_EXHAUSTED, message, skip=True)
 
 
-class BrakeSkip(AirflowSkipException):
-    """The error budget is spent: the task is skipped. `reason` and `detail` as a phase's own
-    failures carry them, so that one raised in the triggerer keeps them on its way to a worker."""
+class _CarriesBrake(Exception):
+    """`reason` and `detail` as a phase's own failures carry them, so that a brake raised in the
+    triggerer keeps them on its way to a worker (rce_lib.triggers.phase.raised)."""
 
     def __init__(self, brake: Brake) -> None:
         super().__init__(str(brake))
@@ -78,13 +78,12 @@ class BrakeSkip(AirflowSkipException):
         self.detail = brake.message
 
 
-class BrakeFailure(AirflowFailException):
+class BrakeSkip(_CarriesBrake, AirflowSkipException):
+    """The error budget is spent: the task is skipped."""
+
+
+class BrakeFailure(_CarriesBrake, AirflowFailException):
     """The kill switch is set: the task fails (no retry; clearing it resumes)."""
-
-    def __init__(self, brake: Brake) -> None:
-        super().__init__(str(brake))
-        self.reason = str(brake.reason)
-        self.detail = brake.message
 
 
 def enforce(ledger: Ledger, log: Logger | Any, **where: Any) -> None:

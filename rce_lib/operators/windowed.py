@@ -114,9 +114,7 @@ class WindowedPhaseOperator(SddcPhaseOperator):
         return None
 
     def expected(self, observed: Mapping[str, list[float]], phase: DisruptivePhase) -> ExpectedDuration:
-        """The rollout's p90 for the phase once it has enough history, else the plan's fallback."""
-        fallback = self.expected_phase_seconds.get(phase, DEFAULT_EXPECTED_PHASE_SECONDS[phase])
-        return expected_duration(observed.get(phase, []), fallback)
+        return expected_of(phase, observed, self.expected_phase_seconds)
 
     def _phases_left(self) -> tuple[DisruptivePhase, ...]:
         return DISRUPTIVE_PHASES[DISRUPTIVE_PHASES.index(cast(DisruptivePhase, self.phase)) :]
@@ -179,6 +177,16 @@ class WindowedPhaseOperator(SddcPhaseOperator):
             method_name="resume_after_window",
             timeout=decision.opens_at - now + DEFER_GRACE,
         )
+
+
+def expected_of(
+    phase: DisruptivePhase,
+    observed: Mapping[str, list[float]],
+    planned: Mapping[str, int] | Mapping[DisruptivePhase, int],
+) -> ExpectedDuration:
+    """The rollout's p90 for the phase once it has enough history, else the plan's fallback."""
+    fallback = planned.get(phase, DEFAULT_EXPECTED_PHASE_SECONDS[phase])
+    return expected_duration(observed.get(phase, []), fallback)
 
 
 def _wait_text(delta: timedelta) -> str:

@@ -240,7 +240,8 @@ def grid_slots(cohort: Event | None) -> dict[str, str]:
     members = [str(m) for m in cohort.data.get("members") or []]
     claimed = set(members)
     canary = [str(c) for c in cohort.data.get("canary") or [] if c in claimed]
-    bulk = [m for m in members if m not in set(canary)]
+    in_canary = set(canary)
+    bulk = [m for m in members if m not in in_canary]
     return {
         **{sddc_id: f"canary[{i}]" for i, sddc_id in enumerate(canary)},
         **{sddc_id: f"bulk[{i}]" for i, sddc_id in enumerate(bulk)},
