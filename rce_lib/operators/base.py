@@ -453,7 +453,9 @@ class SddcPhaseOperator(BaseOperator):
                 acted = True
                 derived = self.sddc_after(run, sddc, step.op, step.host_id, task)
                 continue
-            self.log.info("%s: waiting for downstream task %s (%s)", step.description, task.id, task.status)
+            # `start` just named the task (created or re-attached); in the triggerer a line costs
+            # its supervisor a loop of database bookkeeping, so the wait itself is not repeated
+            self.log.debug("%s: waiting for downstream task %s (%s)", step.description, task.id, task.status)
             self.defer_on_task(run, step, sddc, task, generation, time.monotonic() - started, next_poll)
         self.fail(run, Reason.API_ERROR, f"{self.phase} did not converge in {self.max_steps} steps")
 

@@ -116,10 +116,15 @@ class DownstreamTaskTrigger(BaseTrigger):
                 span.finish(status, event.payload.get("reason"), error=status != "terminal")
                 span.end()
                 task = event.payload.get("task") or {}
-                log.info(
+                outcome = task.get("status") or event.payload.get("message")
+                # a success shows as the phase's next step (or its end) and in the ledger; every
+                # other outcome is said here. This runs on the triggerer's event loop, where each
+                # line is a blocking write to its supervisor, which then runs a loop of bookkeeping.
+                log.log(
+                    logging.DEBUG if outcome == "SUCCEEDED" else logging.INFO,
                     "downstream task %s: %s",
                     self.downstream_task_id,
-                    task.get("status") or event.payload.get("message"),
+                    outcome,
                 )
                 yield event
         finally:

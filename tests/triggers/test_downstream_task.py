@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -72,7 +73,15 @@ def _task_polls(sim: Any) -> int:
     return sum(r["count"] for r in sim.counters()["requests"] if r["route"] == "/api/v1/tasks/{task_id}")
 
 
-def test_run_yields_the_terminal_task_with_echo_unchanged(sim: Any) -> None:
+def _info_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "rce_lib.triggers.downstream_task" and r.levelno >= logging.INFO
+    ]
+
+
+def test_run_yields_the_terminal_task_with_echo_unchanged(sim: Any, caplog: pytest.LogCaptureFixture) -> None:
     resp = sim.request(
         "POST", "/api/v1/sddcs/sddc-0001/prechecks", json={"target_version": "1.26.0"}, key="trigger-test-1"
     )
@@ -82,7 +91,8 @@ def test_run_yields_the_terminal_task_with_echo_unchanged(sim: Any) -> None:
         task_id=task_id, poll_min_s=0.05, poll_max_s=0.2, first_poll_s=0.0, echo=ECHO
     )
 
-    event = _drive(trigger)
+    with caplog.at_level(logging.DEBUG, logger="rce_lib.triggers.downstream_task"):
+        event = _drive(trigger)
 
     assert event.payload["status"] == "terminal"
     assert event.payload["echo"] == ECHO
@@ -91,17 +101,25 @@ def test_run_yields_the_terminal_task_with_echo_unchanged(sim: Any) -> None:
     assert event.payload["task"]["type"] == "PRECHECK"
     assert _task_polls(sim) >= 1
     assert sim.counters()["mutating_calls"] == 1  # the trigger only reads
+    # a success is not logged here (the phase's next step says it): no line through the
+    # triggerer's supervisor for it
+    assert _info_lines(caplog) == []
 
 
-def test_run_reports_an_unknown_task_as_an_error_event_with_echo(sim: Any) -> None:
+def test_run_reports_an_unknown_task_as_an_error_event_with_echo(
+    sim: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     trigger = DownstreamTaskTrigger(task_id="no-such-task", poll_min_s=0.05, first_poll_s=0.0, echo=ECHO)
 
-    event = _drive(trigger)
+    with caplog.at_level(logging.INFO, logger="rce_lib.triggers.downstream_task"):
+        event = _drive(trigger)
 
     assert event.payload["status"] == "error"
     assert event.payload["retryable"] is False
     assert event.payload["echo"] == ECHO
     assert "no-such-task" in event.payload["message"] or "404" in event.payload["message"]
+    # anything but a success is said in the log
+    assert [line for line in _info_lines(caplog) if line.startswith("downstream task no-such-task: ")]
 
 
 def test_first_poll_waits_first_poll_s_after_started_at(sim: Any) -> None:
