@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -862,15 +862,45 @@ def _wait(
     raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
 
 
+#: a scheduler or triggerer whose last heartbeat is older than this is stuck. Airflow's health
+#: endpoint calls one unhealthy after 30 s, which a scheduler whose passes take 40-60 s (a big
+#: run) reaches again and again while it makes progress: that is slow, not stuck.
+STALL_S = 120.0
+
+
+def stalled(health: Mapping[str, Any], now: datetime) -> dict[str, float | None]:
+    """The scheduler or triggerer that is not healthy, with its heartbeat's age in seconds if
+    that is over STALL_S, or None if it reports no heartbeat at all."""
+    out: dict[str, float | None] = {}
+    for name in ("scheduler", "triggerer"):
+        part = health.get(name) or {}
+        if part.get("status") == "healthy":
+            continue
+        beat = part.get(f"latest_{name}_heartbeat")
+        if not beat:
+            out[name] = None
+            continue
+        age = (now - datetime.fromisoformat(str(beat))).total_seconds()
+        if age > STALL_S:
+            out[name] = age
+    return out
+
+
 def _watchdog(rest: AirflowRest, unhealthy: int) -> int:
-    """Give up when the scheduler or triggerer stays unhealthy (standalone never restarts them)."""
+    """Give up when the scheduler or triggerer has not heartbeat for STALL_S (standalone never
+    restarts them), or has reported no heartbeat at four checks in a row."""
     health = _patient(lambda: rest.request("GET", "/monitor/health"))
-    bad = [c for c in ("scheduler", "triggerer") if (health.get(c) or {}).get("status") != "healthy"]
-    if not bad:
+    stuck = stalled(health, datetime.now(UTC))
+    aged = {name: age for name, age in stuck.items() if age is not None}
+    if aged:
+        said = ", ".join(f"{name} (last heartbeat {age:.0f} s ago)" for name, age in aged.items())
+        raise RuntimeError(f"airflow {said} is stuck (see logs/standalone.log): {health}")
+    if not stuck:
         return 0
     if unhealthy + 1 >= 4:
         raise RuntimeError(
-            f"airflow {', '.join(bad)} unhealthy for 2 minutes (see logs/standalone.log): {health}"
+            f"airflow {', '.join(stuck)} reported no heartbeat for 2 minutes "
+            f"(see logs/standalone.log): {health}"
         )
     return unhealthy + 1
 

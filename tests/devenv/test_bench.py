@@ -181,3 +181,29 @@ def test_settings_report_what_is_not_standard() -> None:
         BenchSettings(sddcs=50, metadata_db="mysql")  # type: ignore[arg-type]
     assert odd.capacity == {"vcenter": 60, "nsx": 5, "esx": 120}
     assert odd.batch_size == 5
+
+
+def test_a_slow_scheduler_is_not_taken_for_a_stuck_one() -> None:
+    """Airflow calls a scheduler unhealthy 30 s after its last heartbeat; a big run's passes
+    take longer than that while it makes progress. Only a heartbeat older than STALL_S (or
+    none at all) stops the bench."""
+    from datetime import UTC, datetime, timedelta
+
+    from rce_lib.devenv.bench import STALL_S, stalled
+
+    now = datetime(2026, 11, 27, 17, 50, tzinfo=UTC)
+
+    def health(scheduler_age: float | None, triggerer_status: str = "healthy") -> dict[str, object]:
+        beat = None if scheduler_age is None else (now - timedelta(seconds=scheduler_age)).isoformat()
+        return {
+            "metadatabase": {"status": "healthy"},
+            "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": beat},
+            "triggerer": {"status": triggerer_status, "latest_triggerer_heartbeat": now.isoformat()},
+        }
+
+    assert stalled(health(54.0), now) == {}  # a long pass: slow, not stuck
+    assert stalled(health(STALL_S - 1), now) == {}
+    assert stalled(health(STALL_S + 30), now) == {"scheduler": pytest.approx(STALL_S + 30)}
+    assert stalled(health(None), now) == {"scheduler": None}
+    # a triggerer Airflow calls unhealthy whose heartbeat is fresh is not stuck either
+    assert stalled(health(10.0, triggerer_status="unhealthy"), now) == {}
