@@ -173,7 +173,9 @@ def test_concurrent_processes_never_exceed_the_limit(ledger_url: str) -> None:
     close_limit(pacer, "nsx", holders=6)  # limit 3
     for i in range(6):
         pacer.release(f"held-{i}")
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked while another thread of this test process (left by an
+    # earlier test) was inside SQLite can hang in its first connect
+    ctx = multiprocessing.get_context("spawn")
     n = 8
     barrier, out = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_grab, args=(ledger_url, f"p{i}", barrier, out)) for i in range(n)]
