@@ -10,6 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from rce_lib.api.models import TaskStatus
 from rce_lib.errors import ApiError, RceError
 from rce_lib.telemetry import log_context, tracing
 from rce_lib.triggers import _ledger
@@ -121,7 +122,7 @@ class DownstreamTaskTrigger(BaseTrigger):
                 # other outcome is said here. This runs on the triggerer's event loop, where each
                 # line is a blocking write to its supervisor, which then runs a loop of bookkeeping.
                 log.log(
-                    logging.DEBUG if outcome == "SUCCEEDED" else logging.INFO,
+                    logging.DEBUG if outcome == TaskStatus.SUCCEEDED else logging.INFO,
                     "downstream task %s: %s",
                     self.downstream_task_id,
                     outcome,
